@@ -1,0 +1,3 @@
+from hookformer.core.cli import main
+
+raise SystemExit(main())

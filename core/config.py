@@ -1,0 +1,232 @@
+"""The run config: one section per stage (a part name plus that part's options) and ``train`` for the loop.
+
+Path from the command line to a validated config: built-in default recipe <- YAML file <- ``--set`` overrides ->
+resolve every part name in the catalog -> validate every section against its part's options model. All problems are
+collected and reported at once, each with its field path, before anything heavy is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hookformer.core.errors import ConfigError, PluginError
+from hookformer.core.parts import PartOptions
+
+#: Config sections that hold one part, and the stage each names a part of.
+PART_SECTIONS = {
+    "tokenizer": "tokenizer",
+    "model": "model",
+    "attention": "attention",
+    "objective": "objective",
+    "optimizer": "optimizer",
+    "scheduler": "scheduler",
+    "data": "data",
+}
+#: Config sections that hold a list of parts.
+LIST_SECTIONS = {"metrics": "metric", "callbacks": "callback"}
+SECTIONS = (*PART_SECTIONS, *LIST_SECTIONS, "train")
+
+
+class TrainConfig(BaseModel):
+    """The ``train`` section: the loop itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(1000, gt=0, description="optimizer steps to run")
+    batch_size: int = Field(16, gt=0, description="sequences per micro-batch")
+    grad_accum_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    seed: int = Field(1337, description="seed for weights, data order, dropout and sampling")
+    eval_every: int = Field(200, gt=0, description="evaluate every N steps (and at the end)")
+    eval_batches: int = Field(20, gt=0, description="validation batches per evaluation")
+    log_every: int = Field(10, gt=0, description="write a training record every N steps")
+    clip_grad_norm: float | None = Field(1.0, gt=0, description="max global gradient norm; null disables clipping")
+    bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
+    checkpoint_every: int = Field(500, gt=0, description="save a checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = Field(2, gt=0, description="how many recent checkpoints to keep")
+    progress: bool = Field(True, description="show a progress bar")
+    sample_prompt: str = Field("", description="prompt for the samples generated at the end")
+    sample_tokens: int = Field(200, ge=0, description="tokens per generated sample (0: no samples)")
+    sample_temperature: float = Field(0.8, gt=0)
+    sample_top_k: int | None = Field(40, gt=0)
+
+
+@dataclass
+class PartChoice:
+    """A config section resolved to a registered part and its validated options."""
+
+    section: str
+    stage: str
+    name: str
+    options: BaseModel
+    entry: Any  # registry CatalogEntry
+
+    def build(self, ctx):
+        return self.entry.spec.build(self.options, ctx)
+
+    def dump(self) -> dict:
+        return {"name": self.name, **self.options.model_dump(mode="json")}
+
+
+@dataclass
+class RunConfig:
+    parts: dict[str, PartChoice]
+    metrics: list[PartChoice]
+    callbacks: list[PartChoice]
+    train: TrainConfig
+
+    def dump(self) -> dict:
+        """The resolved config, every default filled in: what ``config.yaml`` in the run directory holds."""
+        out: dict[str, Any] = {section: choice.dump() for section, choice in self.parts.items()}
+        out["metrics"] = [choice.dump() for choice in self.metrics]
+        out["callbacks"] = [choice.dump() for choice in self.callbacks]
+        out["train"] = self.train.model_dump(mode="json")
+        return out
+
+
+def default_recipe() -> dict:
+    """The built-in default run (``hookformer train`` with no config)."""
+    text = resources.files("hookformer.plugins").joinpath("default_run.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}. Check the path.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"config file {where} is not valid YAML: {getattr(exc, 'problem', exc)}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections ({', '.join(SECTIONS)}), "
+                          f"not a {type(data).__name__}.")
+    return data
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``. A part section whose ``name`` changes is replaced, not merged,
+    so options of the previous part do not leak into the new one."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        current = out.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            if "name" in value and value["name"] != current.get("name"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = merge(current, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(raw: dict, assignment: str) -> dict:
+    """Apply one ``--set a.b.c=value`` (the value is parsed as YAML: numbers, booleans, lists, null)."""
+    path, sep, text = assignment.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError(f'--set expects KEY.PATH=VALUE (e.g. --set optimizer.lr=3e-4), got "{assignment}".')
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    keys = path.strip().split(".")
+    update: Any = value
+    for key in reversed(keys):
+        update = {key: update}
+    return merge(raw, update)
+
+
+def compose(config_path: Path | None, overrides: list[str]) -> dict:
+    """The raw config dict: default recipe, then the YAML file, then ``--set`` overrides."""
+    raw = default_recipe()
+    if config_path is not None:
+        raw = merge(raw, read_yaml(config_path))
+    for assignment in overrides:
+        raw = apply_override(raw, assignment)
+    return raw
+
+
+def _error_lines(prefix: str, exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in (prefix, *err["loc"]) if part != "")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option"
+        if "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
+            msg += f" (got {err['input']!r})"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def _resolve_part(section: str, stage: str, value: Any, catalog, errors: list[str]) -> PartChoice | None:
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        errors.append(f"{section}: expected a mapping with a part name (name: ...) or a part name, "
+                      f"got {type(value).__name__}")
+        return None
+    options = dict(value)
+    name = options.pop("name", None)
+    if not isinstance(name, str) or not name:
+        errors.append(f"{section}.name: missing; choose one of: {', '.join(catalog.names(stage))}")
+        return None
+    try:
+        entry = catalog.get(stage, name)
+    except PluginError as exc:
+        errors.append(f"{section}.name: {exc}")
+        return None
+    try:
+        model: type[PartOptions] = entry.spec.options_model()
+        return PartChoice(section, stage, name, model.model_validate(options), entry)
+    except ValidationError as exc:
+        errors.extend(_error_lines(section, exc))
+        return None
+
+
+def validate(raw: dict, catalog) -> RunConfig:
+    """Resolve and validate a raw config against the catalog; raise one ConfigError listing every problem."""
+    errors: list[str] = []
+    for key in raw:
+        if key not in SECTIONS:
+            close = difflib.get_close_matches(str(key), SECTIONS, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            errors.append(f"{key}: unknown section{hint}; sections are: {', '.join(SECTIONS)}")
+    parts = {}
+    for section, stage in PART_SECTIONS.items():
+        if section not in raw:
+            errors.append(f"{section}: missing; choose one of: {', '.join(catalog.names(stage))}")
+            continue
+        choice = _resolve_part(section, stage, raw[section], catalog, errors)
+        if choice is not None:
+            parts[section] = choice
+    lists: dict[str, list[PartChoice]] = {}
+    for section, stage in LIST_SECTIONS.items():
+        items = raw.get(section) or []
+        if not isinstance(items, list):
+            errors.append(f"{section}: expected a list of parts, got {type(items).__name__}")
+            items = []
+        resolved = [_resolve_part(f"{section}.{i}", stage, item, catalog, errors) for i, item in enumerate(items)]
+        lists[section] = [choice for choice in resolved if choice is not None]
+    train = None
+    try:
+        train = TrainConfig.model_validate(raw.get("train") or {})
+    except ValidationError as exc:
+        errors.extend(_error_lines("train", exc))
+    if errors:
+        count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
+        raise ConfigError(f"invalid config ({count}): " + "; ".join(errors) + ".")
+    return RunConfig(parts, lists["metrics"], lists["callbacks"], train)

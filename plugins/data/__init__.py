@@ -1,0 +1,17 @@
+"""Built-in data sources."""
+
+from hookformer.core.hookspecs import hookimpl
+from hookformer.core.parts import PartSpec
+
+_HERE = __name__
+
+
+@hookimpl
+def hookformer_parts():
+    return [
+        PartSpec("data", "text", "local text (.txt) and JSONL files read with `datasets`, tokenized and packed",
+                 factory=f"{_HERE}.text_files:build", options=f"{_HERE}.text_files:TextFilesOptions"),
+        PartSpec("data", "builtin", "the Python documentation corpus shipped with CPython (pydoc topics and the "
+                 "standard library's docstrings): no download", factory=f"{_HERE}.python_docs:build",
+                 options=f"{_HERE}.python_docs:PythonDocsOptions"),
+    ]

@@ -1,0 +1,100 @@
+"""The catalog: stage -> name -> registered part, with the distribution that provides it."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+
+from hookformer.core.errors import PluginError
+from hookformer.core.parts import STAGES, PartSpec
+from hookformer.registry.discovery import PluginOrigin, load_plugins
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    spec: PartSpec
+    origin: PluginOrigin
+
+    @property
+    def provider(self) -> str:
+        return f"{self.origin.distribution} {self.origin.version}"
+
+
+class Catalog:
+    """Every registered part, by stage and name."""
+
+    def __init__(self, entries: dict[str, dict[str, CatalogEntry]]):
+        self._entries = entries
+
+    @classmethod
+    def load(cls, disabled=None, enabled=None, autoload=None) -> "Catalog":
+        """Discover plugins through entry points and collect the parts they contribute."""
+        manager, origins = load_plugins(disabled=disabled, enabled=enabled, autoload=autoload)
+        entries: dict[str, dict[str, CatalogEntry]] = {stage: {} for stage in STAGES}
+        for impl in manager.hook.hookformer_parts.get_hookimpls():
+            origin = origins[impl.plugin_name]
+            try:
+                specs = list(impl.function() or ())
+            except Exception as exc:
+                raise PluginError(f"{origin.describe()} failed in hookformer_parts(): {type(exc).__name__}: {exc}")
+            for spec in specs:
+                if not isinstance(spec, PartSpec):
+                    raise PluginError(
+                        f"{origin.describe()} returned {spec!r} from hookformer_parts(); expected PartSpec objects"
+                    )
+                cls._add(entries[spec.stage], CatalogEntry(spec, origin))
+        return cls(entries)
+
+    @staticmethod
+    def _add(stage_entries: dict[str, CatalogEntry], entry: CatalogEntry) -> None:
+        spec = entry.spec
+        existing = stage_entries.get(spec.name)
+        if existing is None or existing.spec == spec:
+            stage_entries[spec.name] = entry
+            return
+        if spec.override and not existing.spec.override:
+            log.warning("part %s/%s from %s overrides the one from %s", spec.stage, spec.name, entry.provider,
+                        existing.provider)
+            stage_entries[spec.name] = entry
+            return
+        if existing.spec.override and not spec.override:
+            log.warning("part %s/%s from %s overrides the one from %s", spec.stage, spec.name, existing.provider,
+                        entry.provider)
+            return
+        raise PluginError(
+            f'Two distributions register the {spec.stage} part "{spec.name}": {existing.provider} '
+            f"({existing.origin.describe()}) and {entry.provider} ({entry.origin.describe()}). Uninstall one, "
+            f"disable one with -p no:ENTRY_POINT, or mark the intended replacement with PartSpec(override=True)."
+        )
+
+    def stages(self) -> dict[str, dict[str, CatalogEntry]]:
+        return self._entries
+
+    def names(self, stage: str) -> list[str]:
+        return sorted(self._entries[stage])
+
+    def get(self, stage: str, name: str) -> CatalogEntry:
+        """The part ``name`` of ``stage``; an unknown name raises a message with the stage's names and a suggestion."""
+        try:
+            return self._entries[stage][name]
+        except KeyError:
+            raise PluginError(unknown_part_message(stage, name, self.names(stage))) from None
+
+    def find(self, name: str) -> list[CatalogEntry]:
+        """Every part called ``name`` (``STAGE/NAME`` selects one stage)."""
+        if "/" in name:
+            stage, _, part = name.partition("/")
+            if stage not in self._entries:
+                raise PluginError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
+            return [self.get(stage, part)]
+        return [entries[name] for entries in self._entries.values() if name in entries]
+
+
+def unknown_part_message(stage: str, name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f' Did you mean "{close[0]}"?' if close else ""
+    listed = ", ".join(names) if names else "(none registered)"
+    return f'unknown {stage} part "{name}".{hint} Registered {stage} parts: {listed}.'

@@ -1,0 +1,119 @@
+"""Entry points -> a pluggy plugin manager. The only module that touches entry points.
+
+Rules:
+- every entry point of the ``hookformer`` group is loaded, the built-in parts included (they have no shortcut);
+- ``disabled`` names entry points not to load (CLI ``-p no:NAME``, env ``HOOKFORMER_DISABLE_PLUGINS=a,b``);
+- with ``autoload=False`` (CLI ``--no-autoload``, env ``HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD=1``) only the built-in
+  distribution and the entry points named in ``enabled`` (CLI ``-p NAME``) are loaded;
+- a plugin that fails to import, declares an unsupported API version, or whose hook implementations do not match
+  the specs is a :class:`PluginError` that names the entry point and its distribution;
+- the same plugin object reached through two entry points is registered once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from hookformer import API_VERSION
+from hookformer.core import hookspecs
+from hookformer.core.errors import PluginError
+
+GROUP = "hookformer"
+BUILTIN_DISTRIBUTION = "hookformer"
+ENV_DISABLE = "HOOKFORMER_DISABLE_PLUGINS"
+ENV_NO_AUTOLOAD = "HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD"
+
+
+@dataclass(frozen=True)
+class PluginOrigin:
+    """Where a registered plugin came from."""
+
+    entry_point: str
+    value: str
+    distribution: str
+    version: str
+
+    def describe(self) -> str:
+        return f'plugin "{self.entry_point}" ({self.value}) from distribution {self.distribution} {self.version}'
+
+
+def _origin(ep: EntryPoint) -> PluginOrigin:
+    dist = ep.dist
+    return PluginOrigin(ep.name, ep.value, dist.name if dist else "<unknown>", dist.version if dist else "?")
+
+
+def _env_names(variable: str) -> set[str]:
+    return {name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()}
+
+
+def autoload_from_env() -> bool:
+    return os.environ.get(ENV_NO_AUTOLOAD, "") in ("", "0", "false", "False")
+
+
+def _check_api(plugin: object, origin: PluginOrigin) -> None:
+    declared = getattr(plugin, "HOOKFORMER_API", None)
+    if declared is None:
+        return
+    try:
+        supported = SpecifierSet(str(declared))
+    except InvalidSpecifier as exc:
+        raise PluginError(
+            f"{origin.describe()} declares HOOKFORMER_API = {declared!r}, which is not a version specifier "
+            f'(write e.g. ">=1.0,<2"): {exc}'
+        ) from None
+    if Version(API_VERSION) not in supported:
+        raise PluginError(
+            f"{origin.describe()} supports hookformer plugin API {declared}, but this hookformer provides API "
+            f"{API_VERSION}. Install a version of {origin.distribution} made for API {API_VERSION}, or disable it "
+            f"with -p no:{origin.entry_point}."
+        )
+
+
+def load_plugins(
+    disabled: set[str] | None = None,
+    enabled: set[str] | None = None,
+    autoload: bool | None = None,
+) -> tuple[pluggy.PluginManager, dict[str, PluginOrigin]]:
+    """Load the plugins named by entry points into a new plugin manager.
+
+    Returns the manager and, for each registered plugin name, where it came from.
+    """
+    disabled = set(disabled or ()) | _env_names(ENV_DISABLE)
+    enabled = set(enabled or ())
+    autoload = autoload_from_env() if autoload is None else autoload
+
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    origins: dict[str, PluginOrigin] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+        origin = _origin(ep)
+        if ep.name in disabled:
+            continue
+        if not autoload and origin.distribution != BUILTIN_DISTRIBUTION and ep.name not in enabled:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # any failure inside a plugin's import is reported, not raised as is
+            raise PluginError(
+                f"Error importing {origin.describe()}: {type(exc).__name__}: {exc}. Fix or uninstall "
+                f"{origin.distribution}, or skip it with -p no:{ep.name} (or {ENV_DISABLE}={ep.name})."
+            ) from exc
+        _check_api(plugin, origin)
+        if manager.is_registered(plugin):
+            continue
+        name = f"{origin.distribution}:{ep.name}"
+        try:
+            manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(
+                f"{origin.describe()} has a hook implementation that does not match the plugin API: {exc}. "
+                f"Hook arguments must be a subset of the spec's arguments (see hookformer.core.hookspecs)."
+            ) from None
+        origins[name] = origin
+    return manager, origins
