@@ -70,7 +70,7 @@ class PartChoice:
     entry: Any  # registry CatalogEntry
 
     def build(self, ctx):
-        return self.entry.spec.build(self.options, ctx)
+        return self.entry.build(self.options, ctx)
 
     def dump(self) -> dict:
         return {"name": self.name, **self.options.model_dump(mode="json")}
@@ -190,7 +190,11 @@ def _resolve_part(section: str, stage: str, value: Any, catalog, errors: list[st
         errors.append(f"{section}.name: {exc}")
         return None
     try:
-        model: type[PartOptions] = entry.spec.options_model()
+        model: type[PartOptions] = entry.options_model()
+    except PluginError as exc:
+        errors.append(f"{section}: {exc}")
+        return None
+    try:
         return PartChoice(section, stage, name, model.model_validate(options), entry)
     except ValidationError as exc:
         errors.extend(_error_lines(section, exc))
@@ -228,5 +232,5 @@ def validate(raw: dict, catalog) -> RunConfig:
         errors.extend(_error_lines("train", exc))
     if errors:
         count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
-        raise ConfigError(f"invalid config ({count}): " + "; ".join(errors) + ".")
+        raise ConfigError(f"invalid config ({count}): " + "; ".join(e.rstrip(".") for e in errors) + ".")
     return RunConfig(parts, lists["metrics"], lists["callbacks"], train)

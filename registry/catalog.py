@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from hookformer.core.errors import PluginError
-from hookformer.core.parts import STAGES, PartSpec
+from hookformer.core.parts import STAGES, PartSpec, resolve
 from hookformer.registry.discovery import PluginOrigin, load_plugins
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,25 @@ class CatalogEntry:
     @property
     def provider(self) -> str:
         return f"{self.origin.distribution} {self.origin.version}"
+
+    def options_model(self):
+        """The part's options model class (imports the part's module if it was given by reference)."""
+        return self._resolve(self.spec.options_model)
+
+    def build(self, options, ctx):
+        """Build the part; see PartSpec.build."""
+        factory = self._resolve(lambda: resolve(self.spec.factory))
+        return factory(options, ctx)
+
+    def _resolve(self, load):
+        try:
+            return load()
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(
+                f"{self.spec.stage} part \"{self.spec.name}\" of {self.origin.describe()} cannot be loaded: "
+                f"{type(exc).__name__}: {exc}. Reinstall {self.origin.distribution} or choose another "
+                f"{self.spec.stage}."
+            ) from exc
 
 
 class Catalog:

@@ -1,0 +1,160 @@
+"""The ``hookformer`` command line: ``train``, ``plugins list``, ``plugins show``.
+
+A user error (bad config, data or plugin) prints one paragraph and exits with code 2; ``--debug`` shows the
+traceback. Listing plugins imports no torch, datasets or triton.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from hookformer.core.errors import ConfigError, HookformerError
+
+EXIT_USER_ERROR = 2
+
+
+def _plugin_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-p", dest="plugin_flags", action="append", default=[], metavar="NAME",
+                        help="-p no:NAME skips the plugin entry point NAME; -p NAME loads it when autoload is off")
+    parser.add_argument("--no-autoload", action="store_true",
+                        help="load only hookformer's own plugins and those named with -p "
+                             "(also: HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD=1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _plugin_flags(common)
+    parser = argparse.ArgumentParser(prog="hookformer", description="Pretrain and fine-tune Transformer language "
+                                     "models from registered parts.", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", parents=[common], help="train a model (the default pretraining run "
+                                "on the built-in corpus when no config is given)")
+    train.add_argument("config", nargs="?", type=Path, help="YAML config; sections: tokenizer, model, attention, "
+                       "objective, optimizer, scheduler, metrics, data, callbacks, train")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
+    train.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+
+    plugins = commands.add_parser("plugins", parents=[common], help="list and inspect registered parts")
+    plugin_commands = plugins.add_subparsers(dest="plugins_command", required=True)
+    plugin_commands.add_parser("list", parents=[common], help="every registered part, by stage")
+    show = plugin_commands.add_parser("show", parents=[common], help="a part's description, options and provider")
+    show.add_argument("name", help="NAME, or STAGE/NAME when the name exists in several stages")
+    return parser
+
+
+def _catalog(args):
+    from hookformer.registry.catalog import Catalog
+
+    disabled = {flag[3:] for flag in args.plugin_flags if flag.startswith("no:")}
+    enabled = {flag for flag in args.plugin_flags if not flag.startswith("no:")}
+    return Catalog.load(disabled=disabled, enabled=enabled, autoload=False if args.no_autoload else None)
+
+
+def cmd_plugins_list(args) -> int:
+    catalog = _catalog(args)
+    for stage, entries in catalog.stages().items():
+        print(f"{stage}:")
+        for name, entry in sorted(entries.items()):
+            print(f"  {name:<16} {entry.spec.description}  [{entry.provider}]")
+    return 0
+
+
+def _describe_options(model) -> list[str]:
+    lines = []
+    for name, field in model.model_fields.items():
+        annotation = (field.annotation.__name__ if isinstance(field.annotation, type)
+                      else str(field.annotation).replace("typing.", ""))
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        lines.append(f"  {name}: {annotation} = {default}" + (f"\n      {field.description}" if field.description
+                                                               else ""))
+    return lines
+
+
+def cmd_plugins_show(args) -> int:
+    catalog = _catalog(args)
+    matches = catalog.find(args.name)
+    if not matches:
+        raise ConfigError(f'no part is named "{args.name}"; `hookformer plugins list` shows every part.')
+    if len(matches) > 1:
+        stages = ", ".join(f"{m.spec.stage}/{args.name}" for m in matches)
+        raise ConfigError(f'"{args.name}" is a part of several stages; name one of: {stages}.')
+    entry = matches[0]
+    spec = entry.spec
+    print(f"{spec.stage}/{spec.name}  [{entry.provider}, entry point {entry.origin.entry_point} = "
+          f"{entry.origin.value}]")
+    print(textwrap.fill(spec.description, 100, initial_indent="  ", subsequent_indent="  "))
+    options = _describe_options(entry.options_model())
+    print("options:" if options else "options: none")
+    print("\n".join(options)) if options else None
+    if spec.capabilities is not None:
+        print(f"capabilities: {spec.capabilities}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from hookformer.core import config as run_config
+
+    if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError("--resume continues a run with the config saved in it (RUN_DIR/config.yaml); drop the "
+                              "CONFIG argument and change fields with --set if needed.")
+        if args.run_dir is not None and args.run_dir != args.resume:
+            raise ConfigError("--resume RUN_DIR already names the run directory; drop --run-dir.")
+        config_path = args.resume / "config.yaml"
+        if not config_path.is_file():
+            raise ConfigError(f"{args.resume} is not a hookformer run directory ({config_path} is missing).")
+        raw = run_config.merge(run_config.read_yaml(config_path), {})
+        for assignment in args.overrides:
+            raw = run_config.apply_override(raw, assignment)
+        run_dir = args.resume
+    else:
+        raw = run_config.compose(args.config, args.overrides)
+        run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir, "
+                              f"or continue that run with --resume {run_dir}.")
+    config = run_config.validate(raw, _catalog(args))
+
+    from hookformer.core.loop import Run  # heavy imports (torch) only after the config is valid
+
+    created = not run_dir.exists()
+    try:
+        run = Run(config, run_dir, resume=args.resume is not None)
+    except HookformerError:
+        if created:  # a run that failed while being assembled leaves nothing behind
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    summary = run.train()
+    print(f"run finished: {run_dir} (step {summary['step']}, " + ", ".join(
+        f"{k} {v:.4f}" for k, v in summary.items() if k != "step") + ")")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"train": cmd_train}.get(args.command) or {
+        "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
+    try:
+        return handler(args)
+    except HookformerError as exc:
+        if args.debug:
+            raise
+        print(f"hookformer: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("hookformer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

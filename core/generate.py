@@ -1,0 +1,31 @@
+"""Text generation from a trained language model: greedy or temperature / top-k sampling."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def generate(model, ids: list[int], max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+             greedy: bool = False, stop_id: int | None = None, generator: torch.Generator | None = None,
+             device: str = "cpu") -> list[int]:
+    """Extend ``ids`` by up to ``max_new_tokens`` tokens; the context is cropped to the model's ``max_seq_len``."""
+    was_training = model.training
+    model.eval()
+    out = torch.tensor([ids], dtype=torch.long, device=device)
+    for _ in range(max_new_tokens):
+        logits = model(out[:, -model.max_seq_len:])[:, -1, :].float()
+        if greedy:
+            next_id = logits.argmax(dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            next_id = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
+        out = torch.cat([out, next_id], dim=1)
+        if stop_id is not None and int(next_id) == stop_id:
+            break
+    model.train(was_training)
+    return out[0].tolist()

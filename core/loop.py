@@ -1,0 +1,268 @@
+"""The run: assemble the parts named by a validated config, then train, evaluate, checkpoint and sample.
+
+The loop talks to every part only through its stage protocol (core/parts.py), so a built-in part has no advantage
+over a third-party one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from hookformer.core import checkpoint
+from hookformer.core.config import RunConfig
+from hookformer.core.errors import CheckpointError, HookformerError
+from hookformer.core.generate import generate
+from hookformer.core.parts import BuildContext
+from hookformer.core.sampler import BlockSampler
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HookformerError("train.device is cuda, but torch sees no CUDA device; use train.device=cpu or auto.")
+    return name
+
+
+def accumulate_gradients(model, objective, batches, autocast=contextlib.nullcontext) -> tuple[float, int, int]:
+    """Backpropagate the objective over micro-batches and leave the gradient of the mean loss over all their items.
+
+    Objectives return summed losses; the accumulated gradient is divided once by the total item count, so any split
+    of a batch into micro-batches gives the gradient of the one large batch. Returns (loss sum, items, tokens).
+    """
+    loss_sum, items, tokens = 0.0, 0, 0
+    for batch in batches:
+        with autocast():
+            result = objective(model, batch)
+        result.loss_sum.backward()
+        loss_sum += float(result.loss_sum.detach())
+        items += result.num_items
+        tokens += batch["input_ids"].numel()
+    for param in model.parameters():
+        if param.grad is not None:
+            param.grad.div_(max(1, items))
+    return loss_sum, items, tokens
+
+
+class Run:
+    """One training run in ``run_dir``. ``Run(config, run_dir).train()``; pass ``resume=True`` to continue from the
+    run's latest checkpoint. Callbacks (the config's plus any appended to ``self.callbacks``) observe it."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False):
+        self.config = config
+        self.train_cfg = config.train
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.device = resolve_device(self.train_cfg.device)
+        self.step = 0
+        self.callbacks: list = []
+        self._bar = None
+        self._setup()
+
+    # -- assembly ---------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg, parts = self.train_cfg, self.config.parts
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            checkpoint.write_atomically(self.run_dir / "config.yaml",
+                                        yaml.safe_dump(self.config.dump(), sort_keys=False))
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        ctx = self.ctx = BuildContext(run_dir=self.run_dir, device=self.device, seed=cfg.seed, train=cfg,
+                                      total_steps=cfg.max_steps)
+        self.log("preparing data")
+        ctx.data = self.data = parts["data"].build(ctx)
+        ctx.block_size = self.data.block_size
+        ctx.tokenizer = self.tokenizer = parts["tokenizer"].build(ctx)
+        blocks = self.data.prepare(self.tokenizer)
+        self.train_blocks, self.val_blocks = blocks["train"], blocks["validation"]
+        checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
+        ctx.attention = self.attention = parts["attention"].build(ctx)
+        ctx.model = self.model = parts["model"].build(ctx).to(self.device)
+        self.objective = parts["objective"].build(ctx)
+        ctx.optimizer = self.optimizer = parts["optimizer"].build(ctx)
+        self.scheduler = parts["scheduler"].build(ctx)
+        self.metrics = [choice.build(ctx) for choice in self.config.metrics]
+        self.callbacks = [choice.build(ctx) for choice in self.config.callbacks]
+        self.sampler = BlockSampler(len(self.train_blocks), cfg.seed)
+        if self.resume:
+            self._restore()
+
+    def _trainer_state(self) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": random.getstate(),
+        }
+
+    def _restore(self) -> None:
+        path = checkpoint.latest(self.run_dir)
+        state = checkpoint.load(path, self.model)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.sampler.load_state_dict(state["sampler"])
+        except ValueError as exc:
+            raise CheckpointError(f"cannot resume from {path}: {exc}.") from None
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate(state["python_rng"])
+        self.step = state["step"]
+        self._truncate_metrics(self.step)
+        self.log(f"resumed from {path} at step {self.step}")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records written after the checkpoint by the interrupted run, so the history has no duplicates."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            checkpoint.write_atomically(path, "".join(line + "\n" for line in kept))
+
+    # -- events and output ------------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        (self._bar.write if self._bar is not None else print)(message, file=sys.stderr)
+
+    def _emit(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            handler = getattr(callback, event, None)
+            if handler is not None:
+                handler(self, *args)
+
+    def _record(self, record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _autocast(self):
+        if not self.train_cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device, dtype=torch.bfloat16)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def _batch(self, blocks: torch.Tensor) -> dict:
+        return {"input_ids": blocks.to(self.device, non_blocking=True)}
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step over ``grad_accum_steps`` micro-batches. Returns (mean loss per item, tokens seen)."""
+        cfg = self.train_cfg
+        self.model.train()
+        batches = (self._batch(self.train_blocks[self.sampler.next_batch(cfg.batch_size)])
+                   for _ in range(cfg.grad_accum_steps))
+        loss_sum, items, tokens = accumulate_gradients(self.model, self.objective, batches, self._autocast)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        self.last_grad_norm = None
+        if cfg.clip_grad_norm is not None:
+            self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_sum / max(1, items), tokens
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time)."""
+        cfg = self.train_cfg
+        self.model.eval()
+        for metric in self.metrics:
+            metric.reset()
+        for start in range(0, min(len(self.val_blocks), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
+            batch = self._batch(self.val_blocks[start:start + cfg.batch_size])
+            with self._autocast():
+                result = self.objective(self.model, batch)
+            for metric in self.metrics:
+                metric.update(result)
+        values: dict = {}
+        for metric in self.metrics:
+            values.update({f"val_{key}": value for key, value in metric.compute().items()})
+        return values
+
+    def unigram_baseline(self) -> float:
+        """Validation loss of the best model that ignores context: training-set token frequencies (add-one)."""
+        counts = torch.bincount(self.train_blocks.flatten(), minlength=self.tokenizer.vocab_size).double() + 1.0
+        log_probs = counts.log() - counts.sum().log()
+        cfg = self.train_cfg
+        targets = self.val_blocks[: cfg.eval_batches * cfg.batch_size, 1:].flatten()
+        return float(-log_probs[targets].mean())
+
+    def save_checkpoint(self) -> Path:
+        path = checkpoint.save(self.run_dir, self.step, self.model, self._trainer_state(),
+                               self.train_cfg.keep_checkpoints)
+        self._emit("on_checkpoint_saved", path)
+        return path
+
+    def train(self) -> dict:
+        cfg = self.train_cfg
+        n_params = sum(p.numel() for p in self.model.parameters())
+        baseline = self.unigram_baseline()
+        if not self.resume:
+            self._record({"step": 0, "unigram_val_loss": baseline, "parameters": n_params})
+        self.log(f"model: {n_params / 1e6:.2f}M parameters; data: {len(self.train_blocks)} train / "
+                 f"{len(self.val_blocks)} validation blocks of {self.data.block_size} tokens; device {self.device}; "
+                 f"unigram baseline val loss {baseline:.3f}")
+        self._emit("on_run_start")
+        last_eval: dict = {}
+        self._bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
+                         dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+        try:
+            window_start, window_tokens = time.perf_counter(), 0
+            while self.step < cfg.max_steps:
+                loss, tokens = self.train_step()
+                window_tokens += tokens
+                if not math.isfinite(loss):
+                    raise HookformerError(f"the training loss became {loss} at step {self.step}; lower "
+                                          f"optimizer.lr or set train.clip_grad_norm.")
+                self._bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                              "grad_norm": self.last_grad_norm, "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
+                    self._record(record)
+                    self._bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
+                    self._emit("on_step_end", record)
+                    window_start, window_tokens = time.perf_counter(), 0
+                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                    last_eval = {"step": self.step, **self.evaluate()}
+                    self._record(last_eval)
+                    self.log("step {step}: ".format(**last_eval) + ", ".join(
+                        f"{k} {v:.4f}" for k, v in last_eval.items() if k != "step"))
+                    self._emit("on_eval_end", last_eval)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+        finally:
+            self._bar.close()
+            self._bar = None
+        self.write_samples()
+        self._emit("on_run_end")
+        return {"step": self.step, "unigram_val_loss": baseline, **last_eval}
+
+    def write_samples(self) -> None:
+        cfg = self.train_cfg
+        if cfg.sample_tokens == 0:
+            return
+        prompt = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]
+        generator = torch.Generator().manual_seed(cfg.seed)
+        kinds = [("greedy", {"greedy": True})] + [
+            (f"sampled (temperature {cfg.sample_temperature}, top-k {cfg.sample_top_k})",
+             {"temperature": cfg.sample_temperature, "top_k": cfg.sample_top_k}) for _ in range(2)]
+        texts = []
+        for title, how in kinds:
+            ids = generate(self.model, prompt, cfg.sample_tokens, generator=generator, device=self.device, **how)
+            texts.append(f"--- {title} ---\n{self.tokenizer.decode(ids)}\n")
+        output = "".join(texts)
+        checkpoint.write_atomically(self.run_dir / "samples.txt", output)
+        self.log(f"samples (prompt {cfg.sample_prompt!r}), saved to {self.run_dir / 'samples.txt'}:\n{output}")

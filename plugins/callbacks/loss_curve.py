@@ -1,0 +1,68 @@
+"""Plot training and validation loss to a PNG in the run directory, after every evaluation and at the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from hookformer.core.parts import PartOptions
+
+
+class LossCurveOptions(PartOptions):
+    filename: str = Field("loss.png", description="image file written in the run directory")
+    log_y: bool = Field(False, description="logarithmic loss axis")
+
+
+class LossCurve:
+    def __init__(self, options: LossCurveOptions, run_dir: Path):
+        self.options = options
+        self.run_dir = Path(run_dir)
+
+    def plot(self) -> Path | None:
+        """Draw the curves from metrics.jsonl (so a resumed run plots its whole history)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        records = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+        if not train and not val:
+            return None
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        if train:
+            ax.plot(*zip(*train), label="train loss", linewidth=1.2)
+        if val:
+            ax.plot(*zip(*val), "o-", label="validation loss", linewidth=1.5)
+        baseline = next((r["unigram_val_loss"] for r in records if "unigram_val_loss" in r), None)
+        if baseline is not None:
+            ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="unigram baseline")
+        if self.options.log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats per token)")
+        ax.set_title(f"hookformer run: {self.run_dir.name}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = self.run_dir / self.options.filename
+        tmp = path.with_suffix(".tmp.png")
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(path)
+        return path
+
+    def on_eval_end(self, run, record) -> None:
+        self.plot()
+
+    def on_run_end(self, run) -> None:
+        path = self.plot()
+        if path is not None:
+            run.log(f"loss curve: {path}")
+
+
+def build(options: LossCurveOptions, ctx) -> LossCurve:
+    return LossCurve(options, ctx.run_dir)

@@ -1,0 +1,159 @@
+"""A pre-norm Transformer built on the attention stage. One Block serves the decoder (``causal: true``, GPT-style)
+and the encoder (``causal: false``, BERT-style): a switch, not a second copy."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from hookformer.core.errors import ConfigError
+from hookformer.core.parts import PartOptions
+
+
+class TransformerOptions(PartOptions):
+    n_layer: int = Field(4, gt=0, description="number of Transformer blocks")
+    n_head: int = Field(4, gt=0, description="attention heads per block")
+    d_model: int = Field(128, gt=0, description="width of the residual stream (a multiple of n_head)")
+    d_ff: int | None = Field(None, gt=0, description="hidden width of the MLP; null means 4 * d_model")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention weights and residuals")
+    causal: bool = Field(True, description="true: decoder (each token sees the past); false: bidirectional encoder")
+    positions: Literal["learned", "sinusoidal"] = Field("learned", description="position encoding")
+    max_seq_len: int | None = Field(None, gt=0, description="longest sequence; null means the data block size")
+    vocab_size: int | None = Field(None, gt=0, description="null means the tokenizer's vocabulary size")
+    tie_embeddings: bool = Field(True, description="share the input embedding with the output projection")
+    bias: bool = Field(True, description="biases in linear layers and norms")
+    norm_eps: float = Field(1e-5, gt=0.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        return self
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, opts: TransformerOptions, attention):
+        super().__init__()
+        self.n_head = opts.n_head
+        self.causal = opts.causal
+        self.dropout = opts.dropout
+        self.attention = attention
+        self.qkv = nn.Linear(opts.d_model, 3 * opts.d_model, bias=opts.bias)
+        self.proj = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
+
+    def forward(self, x, key_padding_mask=None):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        y = self.attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
+                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class MLP(nn.Module):
+    def __init__(self, opts: TransformerOptions):
+        super().__init__()
+        hidden = opts.d_ff or 4 * opts.d_model
+        self.fc = nn.Linear(opts.d_model, hidden, bias=opts.bias)
+        self.proj = nn.Linear(hidden, opts.d_model, bias=opts.bias)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, opts: TransformerOptions, attention):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(opts.d_model, eps=opts.norm_eps, bias=opts.bias)
+        self.attn = SelfAttention(opts, attention)
+        self.norm2 = nn.LayerNorm(opts.d_model, eps=opts.norm_eps, bias=opts.bias)
+        self.mlp = MLP(opts)
+        self.drop = nn.Dropout(opts.dropout)
+
+    def forward(self, x, key_padding_mask=None):
+        x = x + self.drop(self.attn(self.norm1(x), key_padding_mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def sinusoidal_table(length: int, width: int) -> torch.Tensor:
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
+
+
+class Transformer(nn.Module):
+    """Token embedding + positions -> blocks -> final norm -> vocabulary logits."""
+
+    def __init__(self, opts: TransformerOptions, attention, vocab_size: int, max_seq_len: int):
+        super().__init__()
+        self.opts = opts
+        self.vocab_size = vocab_size
+        self.max_seq_len = max_seq_len
+        self.tok_emb = nn.Embedding(vocab_size, opts.d_model)
+        if opts.positions == "learned":
+            self.pos_emb = nn.Embedding(max_seq_len, opts.d_model)
+        else:
+            self.register_buffer("pos_table", sinusoidal_table(max_seq_len, opts.d_model), persistent=False)
+        self.drop = nn.Dropout(opts.dropout)
+        self.blocks = nn.ModuleList(Block(opts, attention) for _ in range(opts.n_layer))
+        self.norm = nn.LayerNorm(opts.d_model, eps=opts.norm_eps, bias=opts.bias)
+        self.lm_head = nn.Linear(opts.d_model, vocab_size, bias=False)
+        if opts.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer) so the residual stream does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * opts.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def hidden_states(self, input_ids, attention_mask=None):
+        """(B, T) ids -> (B, T, d_model) after the final norm. ``attention_mask``: (B, T), True/1 on real tokens."""
+        t = input_ids.shape[1]
+        if t > self.max_seq_len:
+            raise ValueError(f"sequence of {t} tokens is longer than the model's max_seq_len {self.max_seq_len}")
+        x = self.tok_emb(input_ids)
+        if self.opts.positions == "learned":
+            x = x + self.pos_emb(torch.arange(t, device=input_ids.device))
+        else:
+            x = x + self.pos_table[:t].to(x.dtype)
+        x = self.drop(x)
+        key_padding_mask = attention_mask.bool() if attention_mask is not None else None
+        for block in self.blocks:
+            x = block(x, key_padding_mask)
+        return self.norm(x)
+
+    def forward(self, input_ids, attention_mask=None):
+        """(B, T) ids -> (B, T, vocab) logits."""
+        return self.lm_head(self.hidden_states(input_ids, attention_mask))
+
+
+def build(options: TransformerOptions, ctx) -> Transformer:
+    vocab_size = options.vocab_size or (ctx.tokenizer.vocab_size if ctx.tokenizer is not None else None)
+    max_seq_len = options.max_seq_len or ctx.block_size
+    if vocab_size is None or max_seq_len is None:
+        raise ConfigError("model: vocab_size and max_seq_len must be set when the run has no tokenizer or data "
+                          "block size to take them from.")
+    if ctx.tokenizer is not None and vocab_size < ctx.tokenizer.vocab_size:
+        raise ConfigError(f"model.vocab_size ({vocab_size}) is smaller than the tokenizer's vocabulary "
+                          f"({ctx.tokenizer.vocab_size}); leave it null to use the tokenizer's size.")
+    if ctx.block_size is not None and max_seq_len < ctx.block_size:
+        raise ConfigError(f"model.max_seq_len ({max_seq_len}) is shorter than data.block_size ({ctx.block_size}).")
+    return Transformer(options, ctx.attention, vocab_size, max_seq_len)

@@ -1,0 +1,22 @@
+"""torch.optim.AdamW."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from hookformer.core.parts import PartOptions
+from hookformer.plugins.optimizers.param_groups import decay_groups
+
+
+class AdamWOptions(PartOptions):
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="Adam betas")
+    eps: float = Field(1e-8, gt=0.0)
+    weight_decay: float = Field(0.1, ge=0.0, description="decoupled weight decay on linear weights")
+    decay_norms_biases_embeddings: bool = Field(False, description="also decay norms, biases and embeddings")
+
+
+def build(options: AdamWOptions, ctx) -> torch.optim.AdamW:
+    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings)
+    return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps)

@@ -1,0 +1,22 @@
+"""torch.optim.SGD."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from hookformer.core.parts import PartOptions
+from hookformer.plugins.optimizers.param_groups import decay_groups
+
+
+class SGDOptions(PartOptions):
+    lr: float = Field(0.1, gt=0.0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0.0, description="momentum factor")
+    nesterov: bool = Field(False, description="Nesterov momentum")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay on linear weights")
+    decay_norms_biases_embeddings: bool = Field(False, description="also decay norms, biases and embeddings")
+
+
+def build(options: SGDOptions, ctx) -> torch.optim.SGD:
+    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings)
+    return torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum, nesterov=options.nesterov)

@@ -1,0 +1,101 @@
+"""The Transformer, the causal LM objective and exact gradient accumulation."""
+
+import pytest
+import torch
+
+from hookformer.core.loop import accumulate_gradients
+from hookformer.core.parts import BuildContext
+from hookformer.plugins.attention.naive import naive_attention
+from hookformer.plugins.attention.sdpa import sdpa_attention
+from hookformer.plugins.models.transformer import Transformer, TransformerOptions
+from hookformer.plugins.objectives.clm import CausalLM, CLMOptions
+from hookformer.plugins.optimizers.param_groups import decay_groups
+
+
+def tiny_model(attention=sdpa_attention, seed=0, **overrides):
+    torch.manual_seed(seed)
+    opts = TransformerOptions(n_layer=2, n_head=2, d_model=32, **overrides)
+    return Transformer(opts, attention, vocab_size=50, max_seq_len=16)
+
+
+def test_decoder_logits_at_a_position_do_not_depend_on_later_tokens():
+    model = tiny_model().eval()
+    ids = torch.randint(0, 50, (2, 12))
+    changed = ids.clone()
+    changed[:, 8:] = (changed[:, 8:] + 1) % 50
+    torch.testing.assert_close(model(ids)[:, :8], model(changed)[:, :8])
+
+
+def test_encoder_switch_makes_every_position_see_the_whole_sequence():
+    model = tiny_model(causal=False).eval()
+    ids = torch.randint(0, 50, (1, 12))
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % 50
+    assert not torch.allclose(model(ids)[:, 0], model(changed)[:, 0])
+
+
+def test_output_projection_is_tied_to_the_token_embedding_and_saved_once():
+    model = tiny_model()
+    assert model.lm_head.weight is model.tok_emb.weight
+    assert len({id(p) for p in model.parameters()}) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_naive_and_sdpa_models_give_the_same_logits(positions):
+    ids = torch.randint(0, 50, (2, 16))
+    a = tiny_model(naive_attention, positions=positions).eval()(ids)
+    b = tiny_model(sdpa_attention, positions=positions).eval()(ids)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_clm_loss_is_the_summed_next_token_cross_entropy_over_unpadded_targets():
+    model = tiny_model().eval()
+    ids = torch.randint(0, 50, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    result = CausalLM(CLMOptions())(model, {"input_ids": ids, "attention_mask": mask})
+    assert result.num_items == 9 + 5
+    logits = model(ids, mask)
+    expected = sum(torch.nn.functional.cross_entropy(logits[i, : n], ids[i, 1: n + 1], reduction="sum")
+                   for i, n in ((0, 9), (1, 5)))
+    torch.testing.assert_close(result.loss_sum, expected)
+
+
+def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8():
+    ids = torch.randint(0, 50, (8, 16), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(8, 16, dtype=torch.bool)
+    for row, length in enumerate([16, 3, 9, 16, 5, 12, 2, 7]):  # unequal item counts per micro-batch
+        mask[row, length:] = False
+    objective = CausalLM(CLMOptions())
+
+    def grads(split):
+        model = tiny_model(dropout=0.0)
+        batches = [{"input_ids": ids[i:i + split], "attention_mask": mask[i:i + split]} for i in range(0, 8, split)]
+        loss_sum, items, tokens = accumulate_gradients(model, objective, batches)
+        return loss_sum / items, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss_big, grads_big = grads(8)
+    loss_acc, grads_acc = grads(2)
+    assert loss_acc == pytest.approx(loss_big, rel=1e-6)
+    for name in grads_big:
+        torch.testing.assert_close(grads_acc[name], grads_big[name], rtol=1e-5, atol=1e-7)
+
+
+def test_weight_decay_applies_to_linear_weights_only():
+    model = tiny_model()
+    decay, no_decay = decay_groups(model, 0.1, decay_norms_biases_embeddings=False)
+    decayed = {id(p) for p in decay["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert names and all(n.endswith(("qkv.weight", "proj.weight", "fc.weight")) for n in names)
+    assert id(model.tok_emb.weight) not in decayed and no_decay["weight_decay"] == 0.0
+
+
+def test_model_build_takes_vocabulary_and_length_from_the_run():
+    from hookformer.plugins.models.transformer import build
+
+    class Vocab:
+        vocab_size = 77
+
+    model = build(TransformerOptions(n_layer=1, d_model=16, n_head=2), BuildContext(
+        run_dir=".", tokenizer=Vocab(), block_size=24, attention=sdpa_attention))
+    assert model.tok_emb.num_embeddings == 77 and model.max_seq_len == 24
