@@ -1,0 +1,236 @@
+"""What the data parts share: their common options, reading JSONL through `datasets`, and the pipeline from a
+documents ``Dataset`` (one ``text`` column) to packed blocks.
+
+Pipeline: drop blank documents -> split by document (seeded) -> tokenize with ``Dataset.map``, eos after every
+document, cached on disk under a fingerprint of (content, tokenizer, split) -> flatten each split to one token stream
+-> pack into non-overlapping (N, block_size) int64 blocks, the remainder dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from pydantic import Field
+
+from hookformer.core.errors import DataError
+from hookformer.core.parts import PartOptions, Tokenizer
+
+#: Part of every token-cache key: bump it when the tokenized or packed output of the same input changes.
+PIPELINE_VERSION = 1
+_TOKEN_FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
+
+
+class DataOptions(PartOptions):
+    """Options every data source has."""
+
+    block_size: int = Field(128, gt=1, description="tokens per training block (the model's context length)")
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5,
+                                description="fraction of the documents held out for validation (at least one)")
+    num_proc: int = Field(1, ge=1, description="processes that tokenize")
+    cache_dir: str | None = Field(None, description="where parsed corpora and tokenized splits are cached "
+                                  "(default: $HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
+
+
+def cache_root(options: DataOptions) -> Path:
+    """The data cache directory of ``options`` (created)."""
+    if options.cache_dir:
+        root = Path(options.cache_dir).expanduser()
+    else:
+        root = Path(os.environ.get("HOOKFORMER_CACHE") or Path.home() / ".cache" / "hookformer").expanduser() / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def hf_cache(root: Path) -> str:
+    """The directory given to ``datasets`` as ``cache_dir``, so nothing lands in ~/.cache/huggingface."""
+    return str(root / "hf")
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Silence datasets' progress bars and info logging for the duration; restore them after (not ours to keep)."""
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def digest(*parts: object) -> str:
+    """A short stable hash of JSON-serializable parts (cache keys, fingerprints)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def files_fingerprint(files: Sequence[Path], **settings: object) -> str:
+    """Content fingerprint of a corpus: its files' paths, sizes and mtimes, plus the settings that shape documents."""
+    stats = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    return digest(stats, settings)
+
+
+def text_mask(documents: datasets.Dataset, predicate: Callable[[pa.ChunkedArray], pa.ChunkedArray]) -> np.ndarray:
+    """``predicate`` (Arrow strings -> Arrow booleans) over the ``text`` column, batch by batch, as a numpy mask.
+    Goes through the Arrow format rather than Python strings, and respects earlier ``select``s."""
+    batches = documents.with_format("arrow").iter(batch_size=65536)
+    masks = [predicate(batch["text"]).to_numpy(zero_copy_only=False) for batch in batches]
+    return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+
+
+def read_jsonl(files: Sequence[Path], text_field: str, root: Path,
+               shown_as: Sequence[Path] | None = None) -> datasets.Dataset:
+    """JSON Lines files -> a Dataset with one ``text`` column holding each record's ``text_field``.
+
+    ``shown_as`` names the files in error messages when ``files`` are stand-ins (UTF-8-repaired copies).
+    """
+    shown_as = shown_as or files
+    try:
+        with quiet_datasets():
+            loaded = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train",
+                                          cache_dir=hf_cache(root))
+    except (datasets.exceptions.DatasetGenerationError, pa.ArrowInvalid, ValueError) as exc:
+        raise DataError(_first_bad_record(shown_as, text_field) or f"cannot read the JSONL files "
+                        f"{', '.join(map(str, shown_as))}: {exc}") from exc
+    column_type = loaded.data.schema.field(text_field).type if text_field in loaded.column_names else pa.null()
+    is_text = pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
+    if not is_text or loaded.data[text_field].null_count:
+        raise DataError(_first_bad_record(shown_as, text_field)
+                        or f'some records of {", ".join(map(str, shown_as))} have no text field "{text_field}" '
+                           f"(data.text_field)")
+    loaded = loaded.select_columns([text_field])
+    return loaded if text_field == "text" else loaded.rename_column(text_field, "text")
+
+
+def _first_bad_record(files: Sequence[Path], text_field: str) -> str | None:
+    """Error path only: find the first record that is not JSON or lacks a string ``text_field``, by file and line."""
+    for path in files:
+        with open(path, "rb") as handle:
+            for line_number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}, line {line_number}"
+                try:
+                    record = json.loads(line.decode("utf-8", errors="replace"))
+                except ValueError as exc:
+                    return f"{where}: not valid JSON ({exc})"
+                if not isinstance(record, dict) or text_field not in record:
+                    return (f'{where}: the record has no field "{text_field}"; set data.text_field to the field '
+                            f"that holds the text")
+                if not isinstance(record[text_field], str):
+                    return (f'{where}: field "{text_field}" (data.text_field) holds '
+                            f"{type(record[text_field]).__name__}, not text")
+    return None
+
+
+def _non_blank(texts: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.not_equal(pc.utf8_trim_whitespace(texts), "")
+
+
+class PackedSource:
+    """A :class:`~hookformer.core.parts.DataSource` over a documents ``Dataset``.
+
+    ``files`` are what the corpus was read from (named in errors and the report); ``fingerprint`` identifies their
+    content and every option that shaped the documents: with the tokenizer's fingerprint and the split, it keys the
+    token cache. ``report`` starts with what the part read and gains the split, token and block counts.
+    """
+
+    def __init__(self, documents: datasets.Dataset, *, files: Sequence[Path], fingerprint: str,
+                 options: DataOptions, seed: int, report: dict):
+        self.block_size = options.block_size
+        self.report = report
+        self._options = options
+        self._root = cache_root(options)
+        self._key = (PIPELINE_VERSION, fingerprint, seed, options.val_fraction)
+        keep = np.flatnonzero(text_mask(documents, _non_blank))
+        if len(keep) == 0:
+            raise DataError(f"the corpus is empty (no document with text) in: {', '.join(map(str, files))}")
+        if len(keep) < 2:
+            raise DataError(f"the corpus has a single document ({', '.join(map(str, files))}): at least two are "
+                            f"needed, one for training and one for validation")
+        # Split by document, so no document straddles training and validation.
+        order = np.random.default_rng(seed).permutation(len(keep))
+        n_validation = max(1, round(len(keep) * options.val_fraction))
+        self._splits = {
+            "train": documents.select(np.sort(keep[order[n_validation:]]), keep_in_memory=True),
+            "validation": documents.select(np.sort(keep[order[:n_validation]]), keep_in_memory=True),
+        }
+        report.update(
+            files=[str(path) for path in files],
+            bytes=sum(path.stat().st_size for path in files),
+            documents={"train": len(self._splits["train"]), "validation": n_validation,
+                       "blank_dropped": len(documents) - len(keep)},
+            block_size=self.block_size,
+        )
+
+    def documents(self, split: str) -> Iterator[str]:
+        """The raw documents of ``split`` ("train" or "validation"), in the order they are tokenized."""
+        for batch in self._splits[split].iter(batch_size=1024):
+            yield from batch["text"]
+
+    def texts(self) -> Iterator[str]:
+        """Raw training documents (to train a tokenizer); validation documents are never among them."""
+        return self.documents("train")
+
+    def prepare(self, tokenizer: Tokenizer) -> dict[str, torch.Tensor]:
+        """Tokenize (or load the cached tokens of) both splits and pack each into (N, block_size) int64 blocks."""
+        blocks, tokens, hits = {}, {}, {}
+        for split in self._splits:
+            stream, hits[split] = self._token_stream(split, tokenizer)
+            tokens[split] = len(stream)
+            blocks[split] = self._pack(split, stream)
+        self.report.update(
+            tokenizer=tokenizer.fingerprint(),
+            tokens=tokens,
+            blocks={split: len(packed) for split, packed in blocks.items()},
+            tokens_dropped={split: tokens[split] - blocks[split].numel() for split in blocks},
+            cache_hit=hits,
+        )
+        return blocks
+
+    def _token_stream(self, split: str, tokenizer: Tokenizer) -> tuple[np.ndarray, bool]:
+        """The split's documents as one token stream, eos after each; and whether it came from the cache."""
+        eos = tokenizer.special.eos
+        fingerprint = digest(*self._key, tokenizer.fingerprint(), eos, split)
+        cache_file = self._root / "tokens" / f"{fingerprint}.arrow"
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # map() writes one file, or one per process with a suffix; either set is reused whatever num_proc is now.
+        hit = any(cache_file.parent.glob(f"{fingerprint}*.arrow"))
+
+        def encode(batch: dict) -> dict:
+            return {"input_ids": [ids + [eos] for ids in tokenizer.encode_batch(batch["text"])]}
+
+        docs = self._splits[split]
+        with quiet_datasets():
+            tokenized = docs.map(
+                encode, batched=True, remove_columns=docs.column_names, features=_TOKEN_FEATURES,
+                # num_proc=1 would still start a one-process pool; None tokenizes in this process.
+                num_proc=self._options.num_proc if self._options.num_proc > 1 else None,
+                new_fingerprint=fingerprint, cache_file_name=str(cache_file),
+            )
+        # Flatten the Arrow list column directly: no Python list per document.
+        stream = pc.list_flatten(tokenized.data.column("input_ids")).to_numpy()
+        return stream, hit
+
+    def _pack(self, split: str, stream: np.ndarray) -> torch.Tensor:
+        n_blocks = len(stream) // self.block_size
+        if n_blocks == 0:
+            more = "data.val_fraction larger, " if split == "validation" else ""
+            raise DataError(
+                f"the {split} split has {len(stream)} tokens, fewer than one block of data.block_size="
+                f"{self.block_size}: set data.block_size below {len(stream)}, or make {more}the corpus larger"
+            )
+        packed = stream[: n_blocks * self.block_size].astype(np.int64).reshape(n_blocks, self.block_size)
+        return torch.from_numpy(packed)

@@ -1,0 +1,144 @@
+"""End-to-end runs through the command line: outputs, exact resume, and bad input that leaves nothing damaged."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydoc_data.topics import topics
+
+from hookformer.core.cli import main
+from hookformer.core.config import compose, validate
+from hookformer.core.loop import Run
+from hookformer.registry.catalog import Catalog
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HOOKFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n\n".join(topics[name] for name in sorted(topics)[:40]), encoding="utf-8")
+    return path
+
+
+def tiny_config(tmp_path: Path, corpus: Path, **train) -> Path:
+    config = {
+        "data": {"name": "text", "paths": [str(corpus)], "block_size": 32},
+        "tokenizer": {"name": "byte"},
+        "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 32, "dropout": 0.1},
+        "scheduler": {"name": "cosine", "warmup_steps": 2},
+        "train": {"max_steps": 8, "batch_size": 4, "eval_every": 4, "eval_batches": 2, "log_every": 1,
+                  "checkpoint_every": 4, "sample_tokens": 16, "progress": False, "device": "cpu", **train},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_writes_config_metrics_checkpoints_samples_and_a_loss_plot(tmp_path, corpus, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(run_dir)]) == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["n_layer"] == 1 and saved["optimizer"]["name"] == "adamw"  # defaults filled in
+    history = records(run_dir)
+    assert [r["step"] for r in history if "loss" in r] == list(range(1, 9))
+    evals = [r for r in history if "val_loss" in r]
+    assert [r["step"] for r in evals] == [4, 8]
+    assert {"val_perplexity", "val_accuracy"} <= set(evals[0])
+    assert "unigram_val_loss" in history[0]
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_000008"
+    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    samples = (run_dir / "samples.txt").read_text()
+    assert "--- greedy ---" in samples and "--- sampled" in samples
+    assert json.loads((run_dir / "data_report.json").read_text())
+    assert "run finished" in capsys.readouterr().out
+
+
+class CrashAtStep:
+    """Stands for a crash (power loss, OOM kill) after the checkpoint at step 4."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, run, record):
+        if record["step"] == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_resumed_run_reproduces_the_uninterrupted_losses_exactly(tmp_path, corpus):
+    config_path = tiny_config(tmp_path, corpus)
+    assert main(["train", str(config_path), "--run-dir", str(tmp_path / "full")]) == 0
+
+    config = validate(compose(config_path, []), Catalog.load())
+    crashed = Run(config, tmp_path / "crashed")
+    crashed.callbacks.append(CrashAtStep(6))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.train()
+    assert main(["train", "--resume", str(tmp_path / "crashed")]) == 0
+
+    full, resumed = records(tmp_path / "full"), records(tmp_path / "crashed")
+    assert [(r["step"], r["loss"]) for r in resumed if "loss" in r] == \
+        [(r["step"], r["loss"]) for r in full if "loss" in r]
+    assert [r["val_loss"] for r in resumed if "val_loss" in r] == [r["val_loss"] for r in full if "val_loss" in r]
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    code = main(list(args))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path, corpus, capsys):
+    code, err = run_cli(capsys, "train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r"),
+                        "--set", "optimizer.lr=fast", "--set", "model.wdith=3")
+    assert code == 2
+    assert "optimizer.lr" in err and "model.wdith: unknown option" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("problem,expected", [
+    ("missing", "does-not-exist.txt"),
+    ("empty", "empty"),
+    ("block", "block_size"),
+])
+def test_bad_data_exits_2_and_leaves_no_run_directory(tmp_path, corpus, capsys, problem, expected):
+    overrides = {
+        "missing": ["data.paths=[" + str(tmp_path / "does-not-exist.txt") + "]"],
+        "empty": ["data.paths=[" + str(tmp_path / "empty.txt") + "]"],
+        "block": ["data.block_size=100000"],
+    }[problem]
+    (tmp_path / "empty.txt").write_text("\n\n  \n")
+    args = ["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r")]
+    for override in overrides:
+        args += ["--set", override]
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and expected in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_existing_run_directory_is_never_overwritten_or_damaged(tmp_path, corpus, capsys):
+    run_dir = tmp_path / "run"
+    config_path = tiny_config(tmp_path, corpus, max_steps=2, eval_every=2, checkpoint_every=2, sample_tokens=0)
+    assert main(["train", str(config_path), "--run-dir", str(run_dir)]) == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    code, err = run_cli(capsys, "train", str(config_path), "--run-dir", str(run_dir))
+    assert code == 2 and "already exists" in err and "--resume" in err
+    code, err = run_cli(capsys, "train", "--resume", str(run_dir), "--set", "model.n_layer=3")
+    assert code == 2 and "do not fit the model" in err or "do not match the model" in err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_debug_shows_the_traceback(tmp_path, corpus):
+    with pytest.raises(Exception):
+        main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r"), "--debug",
+              "--set", "data.block_size=100000"])
