@@ -1,0 +1,221 @@
+"""Tokenizer part ``sentencepiece``: a BPE or unigram SentencePiece model, trained on the run's training text unless a
+model file is given, and saved as ``RUN_DIR/tokenizer/sentencepiece.model``.
+
+Models are trained so that any UTF-8 text round-trips exactly: identity normalization, no dummy prefix, whitespace
+kept as it is, and byte fallback for characters outside the vocabulary (so ``unk`` is never produced).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from hashlib import sha256
+from pathlib import Path
+from typing import Iterable, Iterator, Literal
+
+import sentencepiece as spm
+from pydantic import Field
+
+from hookformer.core.errors import ConfigError, DataError
+from hookformer.core.parts import BuildContext, DataSource, PartOptions, SpecialTokens
+
+#: Where a run keeps its model; a resumed run loads it instead of training again.
+MODEL_PATH = Path("tokenizer") / "sentencepiece.model"
+#: Ids every trained model reserves: 256 byte pieces, 7 special tokens and the newline symbol.
+RESERVED_IDS = 256 + 7 + 1
+_CONTROL_SYMBOLS = ["<mask>", "<cls>", "<sep>"]  # ids 4, 5, 6, after pad, unk, bos, eos
+_TRAINER_SETTINGS = dict(
+    normalization_rule_name="identity",  # no NFKC: text comes back byte for byte
+    add_dummy_prefix=False,  # no space invented before the text
+    remove_extra_whitespaces=False,  # leading, trailing and repeated spaces are text too
+    allow_whitespace_only_pieces=True,  # runs of spaces (code indentation) become single pieces
+    byte_fallback=True,  # characters outside the vocabulary become byte pieces, never unk
+    pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+    control_symbols=_CONTROL_SYMBOLS,
+    user_defined_symbols=["\n"],  # one id per newline; training text is fed line by line, so it is never merged
+    minloglevel=2,  # errors only: training logs hundreds of lines otherwise
+)
+# Training skips sentences longer than max_sentence_length (4192 bytes by default); a UTF-8 character is at most 4
+# bytes, so chunks of this many characters always fit.
+_CHUNK_CHARS = 1024
+# SentencePiece writes whitespace as U+2581 internally, so a literal U+2581 in the text would decode as a space.
+_SPACE_SYMBOL = "\u2581"
+# A model file must round-trip this; models trained with other settings (e.g. NFKC, dummy prefix) do not.
+_PROBE = "  x\ty\n\n中文 😀 e\u0301 \u2581 ﬁ  "
+
+
+class SentencePieceOptions(PartOptions):
+    model_type: Literal["bpe", "unigram"] = Field("bpe", description="the SentencePiece algorithm to train")
+    vocab_size: int = Field(
+        2000, ge=RESERVED_IDS + 1,
+        description=f"number of ids (more than {RESERVED_IDS}): {RESERVED_IDS} are reserved (bytes, special tokens, "
+                    "newline) and each character of the training text needs one; ignored with model_file")
+    model_file: str | None = Field(
+        None, description="an existing .model to use instead of training one, such as another run's "
+                          "tokenizer/sentencepiece.model; it is copied into the run directory")
+    character_coverage: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="share of the training characters that get their own piece; rarer ones are spelled in bytes")
+    max_training_chars: int = Field(
+        20_000_000, ge=1, description="train on at most this many characters of the training text (keeps training "
+                                      "fast; the rest is still tokenized)")
+    num_threads: int = Field(
+        2, ge=1, description="threads for training and batch encoding; the trained model depends on it, so changing "
+                             "it trains a different tokenizer")
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece model with the :class:`~hookformer.core.parts.Tokenizer` interface."""
+
+    def __init__(self, model_proto: bytes, num_threads: int = 1):
+        self._proto = model_proto
+        self._num_threads = num_threads
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        sp = self._sp
+        self.vocab_size: int = sp.get_piece_size()
+        # piece_to_id answers unk for a missing piece; load() reports that.
+        self.special = SpecialTokens(pad=sp.pad_id(), bos=sp.bos_id(), eos=sp.eos_id(), unk=sp.unk_id(),
+                                     mask=sp.piece_to_id("<mask>"), cls=sp.piece_to_id("<cls>"),
+                                     sep=sp.piece_to_id("<sep>"))
+        self._dropped = frozenset(i for i in range(self.vocab_size) if sp.is_control(i) or sp.is_unknown(i))
+        self._space_symbol_ids = [sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_SYMBOL.encode("utf-8")]
+        self._fingerprint = "sentencepiece-" + sha256(model_proto).hexdigest()[:16]
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized model (the content of a .model file)."""
+        return self._proto
+
+    def encode(self, text: str) -> list[int]:
+        if _SPACE_SYMBOL in text:
+            return self._encode_with_space_symbol(text)
+        return self._sp.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        batch = self._sp.encode(texts, num_threads=self._num_threads)
+        return [self._encode_with_space_symbol(t) if _SPACE_SYMBOL in t else ids for t, ids in zip(texts, batch)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids back to text. Special, control and out-of-range ids are dropped; byte pieces that do not form valid
+        UTF-8 (a model can generate them) become U+FFFD."""
+        dropped, size = self._dropped, self.vocab_size
+        return self._sp.decode([i for i in map(int, ids) if 0 <= i < size and i not in dropped])
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def _encode_with_space_symbol(self, text: str) -> list[int]:
+        """Encode around literal U+2581, spelling each one in byte pieces (they decode to the character itself)."""
+        ids: list[int] = []
+        for n, part in enumerate(text.split(_SPACE_SYMBOL)):
+            if n:
+                ids.extend(self._space_symbol_ids)
+            ids.extend(self._sp.encode(part))
+        return ids
+
+    def __getstate__(self) -> dict:
+        return {"model_proto": self._proto, "num_threads": self._num_threads}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["model_proto"], state["num_threads"])
+
+
+def build(options: SentencePieceOptions, ctx: BuildContext) -> SentencePieceTokenizer:
+    """Load ``model_file``, else the run directory's model (a resumed run), else train one; the run directory keeps
+    a copy either way."""
+    saved = ctx.run_dir / MODEL_PATH
+    if options.model_file is not None:
+        path = Path(options.model_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"tokenizer.model_file: {path} not found. Give the path of a SentencePiece .model file, "
+                              "or leave model_file out to train a tokenizer on the training data.")
+        proto, source = path.read_bytes(), f"tokenizer.model_file {path}"
+        if saved.is_file() and saved.read_bytes() != proto:
+            raise ConfigError(f"{source} differs from {saved}, the tokenizer this run was started with; restore "
+                              "that file or start a new run.")
+    elif saved.is_file():
+        proto, source = saved.read_bytes(), str(saved)
+    else:
+        proto, source = train(options, ctx.data), "the trained tokenizer"
+    tokenizer = load(proto, options.num_threads, source)
+    if not saved.is_file():
+        _write_bytes_atomically(saved, proto)
+    return tokenizer
+
+
+def load(model_proto: bytes, num_threads: int, source: str) -> SentencePieceTokenizer:
+    """The tokenizer of a serialized model; ConfigError naming ``source`` if it is not a usable model."""
+    try:
+        tokenizer = SentencePieceTokenizer(model_proto, num_threads)
+    except RuntimeError:
+        raise ConfigError(f"{source} is not a SentencePiece model file.") from None
+    special = tokenizer.special
+    if min(special.ids()) < 0 or len(special.ids()) < 7:
+        raise ConfigError(f"{source} lacks special tokens: it needs pad, unk, bos and eos ids and the control "
+                          f"symbols {', '.join(_CONTROL_SYMBOLS)} (got {special}). Use a model trained by hookformer.")
+    if tokenizer.decode(tokenizer.encode(_PROBE)) != _PROBE:
+        raise ConfigError(f"{source} does not round-trip text exactly: it must be trained with identity "
+                          "normalization, byte fallback, no dummy prefix and whitespace kept. Use a model trained by "
+                          "hookformer.")
+    return tokenizer
+
+
+def train(options: SentencePieceOptions, data: DataSource | None) -> bytes:
+    """Train a model on the data's training text; returns the serialized model. Deterministic for the same text and
+    options (``num_threads`` included: sentencepiece splits the work by thread, and the split changes the result)."""
+    if data is None:
+        raise ConfigError("the sentencepiece tokenizer needs a data stage to train on, or tokenizer.model_file.")
+    # Read everything first: an exception raised inside sentencepiece's iterator loses its type (a DataError from
+    # the data stage would arrive as a RuntimeError). Training holds all sentences in memory anyway.
+    sentences = list(training_sentences(data.texts(), options.max_training_chars))
+    if not sentences:
+        raise DataError("the training data has no text to train the tokenizer on.")
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model, model_type=options.model_type,
+            vocab_size=options.vocab_size, character_coverage=options.character_coverage,
+            num_threads=options.num_threads, **_TRAINER_SETTINGS)
+    except RuntimeError as exc:
+        error = _training_error(str(exc))
+        if error is None:
+            raise
+        raise error from None
+    return model.getvalue()
+
+
+def training_sentences(texts: Iterable[str], max_chars: int) -> Iterator[str]:
+    """Documents as training sentences: their non-empty lines, cut into chunks that sentencepiece does not skip,
+    up to ``max_chars`` characters in all."""
+    remaining = max_chars
+    for text in texts:
+        for line in text.split("\n"):  # not splitlines(): \r, \f and U+2028 are text for the model to learn
+            for start in range(0, len(line), _CHUNK_CHARS):
+                chunk = line[start:start + _CHUNK_CHARS][:remaining]
+                yield chunk
+                remaining -= len(chunk)
+                if remaining == 0:
+                    return
+
+
+def _training_error(message: str) -> Exception | None:
+    """The user's error behind a sentencepiece training failure (its messages are C++ assertion text), if known."""
+    if match := re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message):
+        return DataError(
+            f"the training text is too small for tokenizer.vocab_size {match[1]}: it yields at most {match[2]} "
+            f"pieces. Set a smaller tokenizer.vocab_size (at most {match[2]}) or train on more text.")
+    if match := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message):
+        return ConfigError(
+            f"tokenizer.vocab_size {match[1]} is too small: {RESERVED_IDS} ids are reserved (bytes, special tokens, "
+            f"newline) and every character of the training text needs its own, {match[2]} ids in all. Set "
+            f"tokenizer.vocab_size to at least {match[2]} or lower tokenizer.character_coverage.")
+    return None
+
+
+def _write_bytes_atomically(path: Path, content: bytes) -> None:
+    """Write through a temporary file, so a crash never leaves a truncated model for a resumed run to load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
