@@ -17,20 +17,24 @@ from hookformer.core.errors import ConfigError, HookformerError
 EXIT_USER_ERROR = 2
 
 
-def _plugin_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser.add_argument("-p", dest="plugin_flags", action="append", default=[], metavar="NAME",
+def _plugin_flags(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The global flags. They are accepted before and after the subcommand; only the top-level parser sets
+    defaults, so a subcommand parser does not overwrite a flag given before it."""
+    default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks of errors")
+    parser.add_argument("-p", dest="plugin_flags", action="append", default=default([]), metavar="NAME",
                         help="-p no:NAME skips the plugin entry point NAME; -p NAME loads it when autoload is off")
-    parser.add_argument("--no-autoload", action="store_true",
+    parser.add_argument("--no-autoload", action="store_true", default=default(False),
                         help="load only hookformer's own plugins and those named with -p "
                              "(also: HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    _plugin_flags(common)
+    _plugin_flags(common, defaults=False)
     parser = argparse.ArgumentParser(prog="hookformer", description="Pretrain and fine-tune Transformer language "
-                                     "models from registered parts.", parents=[common])
+                                     "models from registered parts.")
+    _plugin_flags(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", parents=[common], help="train a model (the default pretraining run "
@@ -94,8 +98,16 @@ def cmd_plugins_show(args) -> int:
     options = _describe_options(entry.options_model())
     print("options:" if options else "options: none")
     print("\n".join(options)) if options else None
-    if spec.capabilities is not None:
-        print(f"capabilities: {spec.capabilities}")
+    capabilities = entry.capabilities()
+    if capabilities is not None:
+        print("capabilities:")
+        values = capabilities.model_dump() if hasattr(capabilities, "model_dump") else dict(capabilities)
+        for key, value in values.items():
+            if isinstance(value, (set, frozenset)):
+                value = ", ".join(sorted(value))
+            elif isinstance(value, dict):
+                value = "; ".join(f"{k}: {v}" for k, v in value.items())
+            print(f"  {key}: {value}")
     return 0
 
 

@@ -82,6 +82,7 @@ class RunConfig:
     metrics: list[PartChoice]
     callbacks: list[PartChoice]
     train: TrainConfig
+    catalog: Any = None
 
     def dump(self) -> dict:
         """The resolved config, every default filled in: what ``config.yaml`` in the run directory holds."""
@@ -233,4 +234,4 @@ def validate(raw: dict, catalog) -> RunConfig:
     if errors:
         count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
         raise ConfigError(f"invalid config ({count}): " + "; ".join(e.rstrip(".") for e in errors) + ".")
-    return RunConfig(parts, lists["metrics"], lists["callbacks"], train)
+    return RunConfig(parts, lists["metrics"], lists["callbacks"], train, catalog)

@@ -19,6 +19,7 @@ import yaml
 from tqdm import tqdm
 
 from hookformer.core import checkpoint
+from hookformer.core.capabilities import CheckedKernel
 from hookformer.core.config import RunConfig
 from hookformer.core.errors import CheckpointError, HookformerError
 from hookformer.core.generate import generate
@@ -78,8 +79,8 @@ class Run:
                                         yaml.safe_dump(self.config.dump(), sort_keys=False))
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        ctx = self.ctx = BuildContext(run_dir=self.run_dir, device=self.device, seed=cfg.seed, train=cfg,
-                                      total_steps=cfg.max_steps)
+        ctx = self.ctx = BuildContext(run_dir=self.run_dir, catalog=self.config.catalog, device=self.device,
+                                      seed=cfg.seed, train=cfg, total_steps=cfg.max_steps)
         self.log("preparing data")
         ctx.data = self.data = parts["data"].build(ctx)
         ctx.block_size = self.data.block_size
@@ -87,9 +88,10 @@ class Run:
         blocks = self.data.prepare(self.tokenizer)
         self.train_blocks, self.val_blocks = blocks["train"], blocks["validation"]
         checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
-        ctx.attention = self.attention = parts["attention"].build(ctx)
+        ctx.attention = self.attention = self._attention(ctx)
         ctx.model = self.model = parts["model"].build(ctx).to(self.device)
         self.objective = parts["objective"].build(ctx)
+        self._probe_model()
         ctx.optimizer = self.optimizer = parts["optimizer"].build(ctx)
         self.scheduler = parts["scheduler"].build(ctx)
         self.metrics = [choice.build(ctx) for choice in self.config.metrics]
@@ -97,6 +99,22 @@ class Run:
         self.sampler = BlockSampler(len(self.train_blocks), cfg.seed)
         if self.resume:
             self._restore()
+
+    def _attention(self, ctx):
+        """The configured kernel; one that declares capabilities is checked against them on every kind of call."""
+        choice = self.config.parts["attention"]
+        kernel = choice.build(ctx)
+        capabilities = choice.entry.capabilities()
+        return kernel if capabilities is None else CheckedKernel(choice.name, kernel, capabilities)
+
+    def _probe_model(self) -> None:
+        """One forward pass in training mode on a real block, so that a part that cannot run this configuration
+        (e.g. a kernel without dropout) fails now, before the run starts; RNG state is restored afterwards."""
+        rng = torch.get_rng_state()
+        with torch.no_grad(), self._autocast():
+            self.model.train()
+            self.objective(self.model, self._batch(self.train_blocks[:1]))
+        torch.set_rng_state(rng)
 
     def _trainer_state(self) -> dict:
         return {

@@ -82,6 +82,7 @@ class BuildContext:
     data -> tokenizer -> attention -> model -> objective -> optimizer -> scheduler -> metrics -> callbacks."""
 
     run_dir: Path
+    catalog: Any = None  # the registry Catalog the run was composed from
     device: str = "cpu"
     seed: int = 0
     train: Any = None  # the validated ``train`` section (TrainConfig)

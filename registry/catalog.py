@@ -26,6 +26,10 @@ class CatalogEntry:
         """The part's options model class (imports the part's module if it was given by reference)."""
         return self._resolve(self.spec.options_model)
 
+    def capabilities(self):
+        """The part's declared capabilities (resolved if given by reference), or None."""
+        return self._resolve(lambda: resolve(self.spec.capabilities))
+
     def build(self, options, ctx):
         """Build the part; see PartSpec.build."""
         factory = self._resolve(lambda: resolve(self.spec.factory))

@@ -110,9 +110,11 @@ def load_plugins(
         name = f"{origin.distribution}:{ep.name}"
         try:
             manager.register(plugin, name=name)
+            manager.check_pending()  # a hook implementation that no spec names (a typo) is an error too
         except pluggy.PluginValidationError as exc:
+            detail = " ".join(str(exc).split())
             raise PluginError(
-                f"{origin.describe()} has a hook implementation that does not match the plugin API: {exc}. "
+                f"{origin.describe()} has a hook implementation that does not match the plugin API: {detail}. "
                 f"Hook arguments must be a subset of the spec's arguments (see hookformer.core.hookspecs)."
             ) from None
         origins[name] = origin

@@ -58,7 +58,7 @@ def test_all_problems_are_reported_at_once_with_field_paths(catalog):
 
 def test_an_unknown_part_name_lists_the_stage_names(catalog):
     message = problems(compose(None, ["attention.name=flash"]), catalog)
-    assert "Registered attention parts: naive, sdpa" in message
+    assert "Registered attention parts: auto, naive, sdpa, triton_flash" in message
 
 
 def test_a_missing_section_and_a_part_without_name_are_reported(catalog):

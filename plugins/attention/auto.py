@@ -1,0 +1,49 @@
+"""``attention.name: auto``: for each kind of call, the highest-priority registered kernel that can run it.
+
+Candidates are every attention part in the catalog that declares capabilities, built-in or third-party alike, ordered
+by their declared ``PartSpec.priority``; a new kernel joins selection by registering, with no edit anywhere else."""
+
+from __future__ import annotations
+
+import logging
+
+from hookformer.core.capabilities import AttentionCall, describe
+from hookformer.core.errors import HookformerError
+
+log = logging.getLogger(__name__)
+
+
+class AutoKernel:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        entries = [e for name, e in ctx.catalog.stages()["attention"].items()
+                   if name != "auto" and e.spec.capabilities is not None]
+        self.candidates = sorted(entries, key=lambda e: (-e.spec.priority, e.spec.name))
+        self._chosen: dict[AttentionCall, object] = {}
+        self._built: dict[str, object] = {}
+
+    def select(self, call: AttentionCall):
+        """(name, kernel) of the kernel chosen for ``call``; every candidate's reasons when none can run it."""
+        rejected = []
+        for entry in self.candidates:
+            reasons = entry.capabilities().not_supported_reasons(call)
+            if not reasons:
+                name = entry.spec.name
+                if name not in self._built:
+                    self._built[name] = entry.build(entry.options_model()(), self.ctx)
+                    log.info("attention auto: %s for %s", name, describe(call))
+                return name, self._built[name]
+            rejected.append(f"{entry.spec.name}: " + ", ".join(reasons))
+        raise HookformerError(f"attention auto: no registered kernel can run this call ({describe(call)}). "
+                              + "; ".join(rejected) + ".")
+
+    def __call__(self, q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None):
+        call = AttentionCall.of(q, k, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+        kernel = self._chosen.get(call)
+        if kernel is None:
+            kernel = self._chosen[call] = self.select(call)[1]
+        return kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale)
+
+
+def build(options, ctx) -> AutoKernel:
+    return AutoKernel(ctx)

@@ -1,0 +1,94 @@
+"""Attention conformance: values and gradients against the fp64 reference, within the kernel's declared tolerances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hookformer.core.capabilities import AttentionCall, AttentionCapabilities
+from hookformer.plugins.attention.naive import naive_attention
+
+LENGTHS = (1, 7, 64, 100)
+HEAD_DIMS = (16, 32, 64)
+UNEQUAL = ((3, 9), (9, 3), (64, 100))
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    t_q: int
+    t_k: int
+    head_dim: int
+    causal: bool
+    padded: bool
+    dtype: str
+
+    def __str__(self) -> str:
+        mask = "-padded" if self.padded else ""
+        return f"{self.dtype}-Tq{self.t_q}-Tk{self.t_k}-D{self.head_dim}-{'causal' if self.causal else 'full'}{mask}"
+
+
+def attention_cases(capabilities: AttentionCapabilities, *, lengths=LENGTHS, head_dims=HEAD_DIMS,
+                    dtypes=DTYPES, device: str = "cpu") -> list[AttentionCase]:
+    """The cases a kernel with ``capabilities`` claims to run on ``device``: every length at the first head dim,
+    every head dim at one length, T_q != T_k, each causal or not, with and without a padding mask, in the first
+    dtype; the other dtypes on a smaller grid. Cases the capabilities exclude are left out, never expected to fail."""
+    causal_modes = (False, True) if capabilities.causal else (False,)
+    mask_modes = (False, True) if capabilities.key_padding_mask else (False,)
+    dims = [d for d in head_dims if capabilities.head_dim_min <= d <= capabilities.head_dim_max]
+    kinds = [d for d in dtypes if d in capabilities.dtypes]
+    if not dims or not kinds:
+        return []
+    shapes = [(t, t, dims[0]) for t in lengths] + [(lengths[-2], lengths[-2], d) for d in dims[1:]]
+    shapes += [(t_q, t_k, dims[0]) for t_q, t_k in UNEQUAL]
+    cases = []
+    for index, dtype in enumerate(kinds):
+        grid = shapes if index == 0 else [(lengths[1], lengths[1], dims[0]), (*UNEQUAL[-1], dims[-1])]
+        for t_q, t_k, d in grid:
+            for causal in causal_modes:
+                for padded in mask_modes:
+                    case = AttentionCase(t_q, t_k, d, causal, padded, dtype)
+                    call = AttentionCall(device, dtype, d, t_q, t_k, causal, padded, False)
+                    if not _excluded(capabilities, call):
+                        cases.append(case)
+    return cases
+
+
+def _excluded(capabilities: AttentionCapabilities, call: AttentionCall) -> bool:
+    # The device check is left to the caller: a kernel's cases are listed even where its device is missing.
+    return any(not reason.startswith(("device", "on CPU")) for reason in capabilities.not_supported_reasons(call))
+
+
+def _inputs(case: AttentionCase, device: str, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, case.dtype)
+    shape_q, shape_k = (2, 3, case.t_q, case.head_dim), (2, 3, case.t_k, case.head_dim)
+    q, k, v = (torch.randn(shape, generator=generator).to(device, dtype).requires_grad_()
+               for shape in (shape_q, shape_k, shape_k))
+    mask = None
+    if case.padded:
+        mask = torch.ones(2, case.t_k, dtype=torch.bool)
+        mask[1, max(1, case.t_k * 2 // 3):] = False  # the second sequence ends in padding
+        mask = mask.to(device)
+    grad = torch.randn(shape_q, generator=generator).to(device, dtype)
+    return q, k, v, mask, grad
+
+
+def check_attention_kernel(kernel, capabilities: AttentionCapabilities, case: AttentionCase, *, device: str = "cpu",
+                           seed: int = 0, scale: float | None = None) -> None:
+    """Run ``kernel`` on ``case`` and compare output and dQ, dK, dV with the reference computed in fp64 from the same
+    inputs. Raises AssertionError naming the case, the tensor and the tolerance when they differ."""
+    q, k, v, mask, grad = _inputs(case, device, seed)
+    kwargs = dict(causal=case.causal, key_padding_mask=mask, scale=scale)
+    out = kernel(q, k, v, **kwargs)
+    got = (out, *torch.autograd.grad(out, (q, k, v), grad))
+    ref_inputs = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    ref = naive_attention(*ref_inputs, **kwargs)
+    want = (ref, *torch.autograd.grad(ref, ref_inputs, grad.double()))
+    tolerance = capabilities.tolerance(case.dtype)
+    for name, actual, expected in zip(("output", "dq", "dk", "dv"), got, want):
+        assert actual.dtype == q.dtype, f"{case}: {name} has dtype {actual.dtype}, expected {q.dtype}"
+        torch.testing.assert_close(actual.double(), expected, atol=tolerance.atol, rtol=tolerance.rtol,
+                                   msg=lambda m, n=name: f"{case}: {n} differs from the reference "
+                                                         f"(atol {tolerance.atol}, rtol {tolerance.rtol}): {m}")
