@@ -235,7 +235,8 @@ class Run:
         self._emit("on_run_start")
         last_eval: dict = {}
         self._bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
-                         dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+                         dynamic_ncols=True, file=sys.stderr,
+                         mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
         try:
             window_start, window_tokens = time.perf_counter(), 0
             while self.step < cfg.max_steps:

@@ -8,6 +8,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+
+# Triton kernels run on a CPU only under Triton's interpreter, and the switch is read when a kernel is defined
+# (module import), so it is set before any test module is collected. On a CUDA machine the kernels are compiled.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 #: Variables that change which plugins load; tests that run the command line start without them.
 PLUGIN_ENV_VARS = ("HOOKFORMER_DISABLE_PLUGINS", "HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD")
