@@ -17,18 +17,19 @@ def causal_mask(t_q: int, t_k: int, device) -> torch.Tensor:
 def naive_attention(q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     # Scores and softmax in at least fp32, whatever the input dtype: this is the accuracy reference.
-    scores = torch.matmul(q, k.transpose(-2, -1)).to(torch.promote_types(q.dtype, torch.float32)) * scale
-    allowed = None
-    if causal:
-        allowed = causal_mask(q.shape[-2], k.shape[-2], q.device)
+    compute = torch.promote_types(q.dtype, torch.float32)
+    scores = torch.matmul(q.to(compute) * scale, k.to(compute).transpose(-2, -1))
+    allowed = causal_mask(q.shape[-2], k.shape[-2], q.device) if causal else None
     if key_padding_mask is not None:
         keys = key_padding_mask[:, None, None, :].bool()
         allowed = keys if allowed is None else allowed & keys
     if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        scores.masked_fill_(~allowed, float("-inf"))  # in place: matmul's backward does not need its output
     weights = torch.softmax(scores, dim=-1)
-    # A query that sees no key at all (fully padded row) gets zeros instead of NaN.
-    weights = torch.nan_to_num(weights, nan=0.0)
+    if allowed is not None:
+        sees_a_key = allowed.any(dim=-1, keepdim=True)
+        if not bool(sees_a_key.all()):  # a query that sees no key at all gets zeros, not NaN
+            weights = weights.masked_fill(~sees_a_key, 0.0)
     if dropout_p > 0.0:
         weights = torch.nn.functional.dropout(weights, p=dropout_p)
     return torch.matmul(weights.to(v.dtype), v)

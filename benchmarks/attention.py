@@ -1,0 +1,142 @@
+"""Attention kernels side by side: forward+backward time and peak memory.
+
+CPU table (always): naive vs sdpa, B=4, H=8, D=64, fp32, causal,
+T in {256, 512, 1024, 2048}. Each measurement runs in a fresh subprocess so that its peak resident memory (ru_maxrss)
+is its own; "extra MB" is that peak minus the peak of the same process without the attention call.
+
+GPU table (only where CUDA is available): triton_flash vs torch SDPA restricted to its flash backend, TFLOP/s of the
+forward and of forward+backward, causal and not, bf16, D in {64, 128}, T from 1k to 16k, B*H*T = 64k tokens.
+
+    python benchmarks/attention.py            # both tables where possible
+    python benchmarks/attention.py --cpu      # CPU table only
+    python benchmarks/attention.py --gpu      # GPU table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+CPU_LENGTHS = (256, 512, 1024, 2048)
+
+
+def _kernel(name: str):
+    from hookformer.core.parts import BuildContext
+    from hookformer.registry.catalog import Catalog
+
+    entry = Catalog.load().get("attention", name)
+    return entry.build(entry.options_model()(), BuildContext(run_dir="."))
+
+
+def measure_one(name: str, t: int, device: str, repeats: int) -> dict:
+    """Runs inside the child process: time of forward+backward (median of ``repeats``) and peak RSS.
+    ``name`` "none" measures the process with its inputs but without any attention call (the baseline)."""
+    import torch
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 8, t, 64, device=device, requires_grad=True) for _ in range(3))
+    grad = torch.randn(4, 8, t, 64, device=device)
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if name == "none":
+        return {"seconds": 0.0, "peak_kb": baseline_kb}
+    kernel = _kernel(name)
+    times = []
+    for _ in range(repeats + 1):  # the first call warms up
+        start = time.perf_counter()
+        out = kernel(q, k, v, causal=True)
+        out.backward(grad)
+        times.append(time.perf_counter() - start)
+        q.grad = k.grad = v.grad = None
+    times = sorted(times[1:])
+    return {"seconds": times[len(times) // 2], "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def _child(name: str, t: int, repeats: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", name, str(t), str(repeats)], capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_table(repeats: int) -> None:
+    import torch
+
+    names = ["naive", "sdpa"]
+    print(f"CPU, B=4 H=8 D=64 fp32 causal, forward+backward, median of {repeats}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    header = f"{'T':>6} | " + " | ".join(f"{n + ' s':>10} {n + ' MB':>11}" for n in names)
+    print(header + " | sdpa speedup | sdpa memory ratio")
+    print("-" * len(header) + "-" * 35)
+    for t in CPU_LENGTHS:
+        base = _child("none", t, repeats)["peak_kb"]
+        results = {n: _child(n, t, repeats) for n in names}
+        extra = {n: (r["peak_kb"] - base) / 1024 for n, r in results.items()}
+        cells = " | ".join(f"{results[n]['seconds']:>10.3f} {extra[n]:>11.1f}" for n in names)
+        speedup = results["naive"]["seconds"] / results["sdpa"]["seconds"]
+        memory = extra["sdpa"] / max(extra["naive"], 1e-9)
+        print(f"{t:>6} | {cells} | {speedup:>11.2f}x | {memory:>16.3f}x")
+
+
+def gpu_table() -> None:
+    import torch
+    import triton.testing
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if not torch.cuda.is_available():
+        print("GPU table: skipped (no CUDA device)")
+        return
+    flash = _kernel("triton_flash")
+    tokens = 65536
+    print(f"GPU {torch.cuda.get_device_name()}, bf16, B*T = {tokens} tokens per head group, H=16; TFLOP/s "
+          f"(ratio = triton_flash / SDPA flash)")
+    print(f"{'D':>4} {'T':>6} {'causal':>6} | {'fwd ours':>9} {'fwd sdpa':>9} {'ratio':>6} | "
+          f"{'f+b ours':>9} {'f+b sdpa':>9} {'ratio':>6}")
+    for d in (64, 128):
+        for t in (1024, 2048, 4096, 8192, 16384):
+            for causal in (False, True):
+                b, h = max(1, tokens // t), 16
+                q, k, v = (torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                           for _ in range(3))
+                grad = torch.randn_like(q)
+                flops = 4 * b * h * t * t * d * (0.5 if causal else 1.0)
+
+                def ours():
+                    return flash(q, k, v, causal=causal)
+
+                def sdpa():
+                    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+                row = []
+                for fn in (ours, sdpa):
+                    fwd_ms = triton.testing.do_bench(fn)
+                    both_ms = triton.testing.do_bench(lambda: fn().backward(grad), grad_to_none=[q, k, v])
+                    row.append((flops / fwd_ms / 1e9, 3.5 * flops / both_ms / 1e9))  # backward = 2.5x forward
+                (of, ob), (sf, sb) = row
+                print(f"{d:>4} {t:>6} {str(causal):>6} | {of:>9.1f} {sf:>9.1f} {of / sf:>6.2f} | "
+                      f"{ob:>9.1f} {sb:>9.1f} {ob / sb:>6.2f}")
+                del q, k, v, grad
+                torch.cuda.empty_cache()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        name, t, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        print(json.dumps(measure_one(name, t, "cpu", repeats)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu", action="store_true", help="CPU table only")
+    parser.add_argument("--gpu", action="store_true", help="GPU table only")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not args.gpu:
+        cpu_table(args.repeats)
+    if not args.cpu:
+        gpu_table()
+
+
+if __name__ == "__main__":
+    main()
