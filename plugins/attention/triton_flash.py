@@ -44,13 +44,13 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _visible(offs_m, offs_n, T_Q, T_K, kpm_ptr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
+def _visible(offs_m, offs_n, T_Q, T_K, KPM, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
     """(M, N) bool: query offs_m may attend to key offs_n."""
     ok = (offs_m[:, None] < T_Q) & (offs_n[None, :] < T_K)
     if CAUSAL:
         ok = ok & ((offs_m[:, None] + (T_K - T_Q)) >= offs_n[None, :])
     if HAS_KPM:
-        keep = tl.load(kpm_ptr + offs_n, mask=offs_n < T_K, other=0)
+        keep = tl.load(KPM + offs_n, mask=offs_n < T_K, other=0)
         ok = ok & (keep[None, :] != 0)
     return ok
 
@@ -64,30 +64,51 @@ def _causal_end(start_m, T_Q, T_K, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def _rows(ptr, rows, n_rows, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The (rows, BLOCK_D) tile of a row-major (n_rows, HEAD_DIM) matrix; rows past the end and the padding
+    columns up to BLOCK_D read as zeros."""
+    cols = tl.arange(0, BLOCK_D)
+    return tl.load(ptr + rows[:, None] * HEAD_DIM + cols[None, :],
+                   mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
+
+
+@triton.jit
+def _rows_t(ptr, rows, n_rows, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The same tile transposed: (BLOCK_D, rows)."""
+    cols = tl.arange(0, BLOCK_D)
+    return tl.load(ptr + rows[None, :] * HEAD_DIM + cols[:, None],
+                   mask=(rows[None, :] < n_rows) & (cols[:, None] < HEAD_DIM), other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, tile, rows, n_rows, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    cols = tl.arange(0, BLOCK_D)
+    tl.store(ptr + rows[:, None] * HEAD_DIM + cols[None, :], tile.to(ptr.dtype.element_ty),
+             mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM))
+
+
+@triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, KPM, H, T_Q, T_K, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     start_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    q_base = bh.to(tl.int64) * T_Q * HEAD_DIM
-    kv_base = bh.to(tl.int64) * T_K * HEAD_DIM
-    kpm_ptr = KPM + (bh // H).to(tl.int64) * T_K
+    bh = tl.program_id(1).to(tl.int64)
+    Q += bh * T_Q * HEAD_DIM
+    O += bh * T_Q * HEAD_DIM
+    K += bh * T_K * HEAD_DIM
+    V += bh * T_K * HEAD_DIM
+    KPM += (bh // H) * T_K
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
-    q = tl.load(Q + q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :],
-                mask=(offs_m[:, None] < T_Q) & d_ok[None, :], other=0.0)
+    q = _rows(Q, offs_m, T_Q, HEAD_DIM, BLOCK_D)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, _causal_end(start_m, T_Q, T_K, BLOCK_M, CAUSAL), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kv_ok = (offs_n[:, None] < T_K) & d_ok[None, :]
-        k_t = tl.load(K + kv_base + offs_n[None, :] * HEAD_DIM + offs_d[:, None],
-                      mask=(offs_n[None, :] < T_K) & d_ok[:, None], other=0.0)
-        v = tl.load(V + kv_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=kv_ok, other=0.0)
+        k_t = _rows_t(K, offs_n, T_K, HEAD_DIM, BLOCK_D)
+        v = _rows(V, offs_n, T_K, HEAD_DIM, BLOCK_D)
         s = _dot(q, k_t, PRECISION, UPCAST) * qk_scale  # log2 domain
-        s = tl.where(_visible(offs_m, offs_n, T_Q, T_K, kpm_ptr, CAUSAL, HAS_KPM), s, float("-inf"))
+        s = tl.where(_visible(offs_m, offs_n, T_Q, T_K, KPM, CAUSAL, HAS_KPM), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen no key yet
         p = tl.exp2(s - m_safe[:, None])
@@ -97,11 +118,8 @@ def _fwd_kernel(Q, K, V, O, LSE, KPM, H, T_Q, T_K, qk_scale,
         m_i = m_new
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
-    out = acc / l_safe[:, None]  # a query with no visible key gets zeros, as in the reference
-    tl.store(O + q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=(offs_m[:, None] < T_Q) & d_ok[None, :])
-    tl.store(LSE + bh.to(tl.int64) * T_Q + offs_m, tl.where(seen, m_i + tl.log2(l_safe), float("inf")),
-             mask=offs_m < T_Q)
+    _store_rows(O, acc / l_safe[:, None], offs_m, T_Q, HEAD_DIM, BLOCK_D)  # no visible key: zeros, as the reference
+    tl.store(LSE + bh * T_Q + offs_m, tl.where(seen, m_i + tl.log2(l_safe), float("inf")), mask=offs_m < T_Q)
 
 
 @triton.jit
@@ -109,17 +127,19 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, H, T_Q, T_K, qk_scale
                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     start_n = tl.program_id(0)
-    bh = tl.program_id(1)
-    q_base = bh.to(tl.int64) * T_Q * HEAD_DIM
-    kv_base = bh.to(tl.int64) * T_K * HEAD_DIM
-    row_base = bh.to(tl.int64) * T_Q
-    kpm_ptr = KPM + (bh // H).to(tl.int64) * T_K
+    bh = tl.program_id(1).to(tl.int64)
+    Q += bh * T_Q * HEAD_DIM
+    DO += bh * T_Q * HEAD_DIM
+    K += bh * T_K * HEAD_DIM
+    V += bh * T_K * HEAD_DIM
+    DK += bh * T_K * HEAD_DIM
+    DV += bh * T_K * HEAD_DIM
+    LSE += bh * T_Q
+    DELTA += bh * T_Q
+    KPM += (bh // H) * T_K
     offs_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
-    kv_ok = (offs_n[:, None] < T_K) & d_ok[None, :]
-    k = tl.load(K + kv_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=kv_ok, other=0.0)
-    v = tl.load(V + kv_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], mask=kv_ok, other=0.0)
+    k = _rows(K, offs_n, T_K, HEAD_DIM, BLOCK_D)
+    v = _rows(V, offs_n, T_K, HEAD_DIM, BLOCK_D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     first_m = 0
@@ -127,22 +147,17 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM, H, T_Q, T_K, qk_scale
         first_m = tl.maximum(0, start_n * BLOCK_N - (T_K - T_Q)) // BLOCK_M * BLOCK_M
     for start_m in range(first_m, T_Q, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q_ok = (offs_m[None, :] < T_Q) & d_ok[:, None]
-        q_t = tl.load(Q + q_base + offs_m[None, :] * HEAD_DIM + offs_d[:, None], mask=q_ok, other=0.0)
-        do_t = tl.load(DO + q_base + offs_m[None, :] * HEAD_DIM + offs_d[:, None], mask=q_ok, other=0.0)
-        lse = tl.load(LSE + row_base + offs_m, mask=offs_m < T_Q, other=float("inf"))
-        delta = tl.load(DELTA + row_base + offs_m, mask=offs_m < T_Q, other=0.0)
-        s_t = _dot(k, q_t, PRECISION, UPCAST) * qk_scale  # (N, M)
-        p_t = tl.exp2(s_t - lse[None, :])
-        visible_t = tl.trans(_visible(offs_m, offs_n, T_Q, T_K, kpm_ptr, CAUSAL, HAS_KPM))
-        p_t = tl.where(visible_t, p_t, 0.0)
+        q_t = _rows_t(Q, offs_m, T_Q, HEAD_DIM, BLOCK_D)
+        do_t = _rows_t(DO, offs_m, T_Q, HEAD_DIM, BLOCK_D)
+        lse = tl.load(LSE + offs_m, mask=offs_m < T_Q, other=float("inf"))
+        delta = tl.load(DELTA + offs_m, mask=offs_m < T_Q, other=0.0)
+        p_t = tl.exp2(_dot(k, q_t, PRECISION, UPCAST) * qk_scale - lse[None, :])  # (N, M)
+        p_t = tl.where(tl.trans(_visible(offs_m, offs_n, T_Q, T_K, KPM, CAUSAL, HAS_KPM)), p_t, 0.0)
         dv += _dot(p_t.to(do_t.dtype), tl.trans(do_t), PRECISION, UPCAST)
-        dp_t = _dot(v, do_t, PRECISION, UPCAST)
-        ds_t = p_t * (dp_t - delta[None, :])
+        ds_t = p_t * (_dot(v, do_t, PRECISION, UPCAST) - delta[None, :])
         dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), PRECISION, UPCAST)
-    tl.store(DK + kv_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
-             mask=kv_ok)
-    tl.store(DV + kv_base + offs_n[:, None] * HEAD_DIM + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_ok)
+    _store_rows(DK, dk * sm_scale, offs_n, T_K, HEAD_DIM, BLOCK_D)
+    _store_rows(DV, dv, offs_n, T_K, HEAD_DIM, BLOCK_D)
 
 
 @triton.jit
@@ -150,33 +165,28 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KPM, H, T_Q, T_K, qk_scale, sm_s
                    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     start_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    q_base = bh.to(tl.int64) * T_Q * HEAD_DIM
-    kv_base = bh.to(tl.int64) * T_K * HEAD_DIM
-    row_base = bh.to(tl.int64) * T_Q
-    kpm_ptr = KPM + (bh // H).to(tl.int64) * T_K
+    bh = tl.program_id(1).to(tl.int64)
+    Q += bh * T_Q * HEAD_DIM
+    DO += bh * T_Q * HEAD_DIM
+    DQ += bh * T_Q * HEAD_DIM
+    K += bh * T_K * HEAD_DIM
+    V += bh * T_K * HEAD_DIM
+    KPM += (bh // H) * T_K
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
-    q_ok = (offs_m[:, None] < T_Q) & d_ok[None, :]
-    q = tl.load(Q + q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=q_ok, other=0.0)
-    do = tl.load(DO + q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=q_ok, other=0.0)
-    lse = tl.load(LSE + row_base + offs_m, mask=offs_m < T_Q, other=float("inf"))
-    delta = tl.load(DELTA + row_base + offs_m, mask=offs_m < T_Q, other=0.0)
+    q = _rows(Q, offs_m, T_Q, HEAD_DIM, BLOCK_D)
+    do = _rows(DO, offs_m, T_Q, HEAD_DIM, BLOCK_D)
+    lse = tl.load(LSE + bh * T_Q + offs_m, mask=offs_m < T_Q, other=float("inf"))
+    delta = tl.load(DELTA + bh * T_Q + offs_m, mask=offs_m < T_Q, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, _causal_end(start_m, T_Q, T_K, BLOCK_M, CAUSAL), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        kv_t_ok = (offs_n[None, :] < T_K) & d_ok[:, None]
-        k_t = tl.load(K + kv_base + offs_n[None, :] * HEAD_DIM + offs_d[:, None], mask=kv_t_ok, other=0.0)
-        v_t = tl.load(V + kv_base + offs_n[None, :] * HEAD_DIM + offs_d[:, None], mask=kv_t_ok, other=0.0)
-        s = _dot(q, k_t, PRECISION, UPCAST) * qk_scale
-        p = tl.exp2(s - lse[:, None])
-        p = tl.where(_visible(offs_m, offs_n, T_Q, T_K, kpm_ptr, CAUSAL, HAS_KPM), p, 0.0)
-        dp = _dot(do, v_t, PRECISION, UPCAST)
-        ds = p * (dp - delta[:, None])
+        k_t = _rows_t(K, offs_n, T_K, HEAD_DIM, BLOCK_D)
+        v_t = _rows_t(V, offs_n, T_K, HEAD_DIM, BLOCK_D)
+        p = tl.exp2(_dot(q, k_t, PRECISION, UPCAST) * qk_scale - lse[:, None])
+        p = tl.where(_visible(offs_m, offs_n, T_Q, T_K, KPM, CAUSAL, HAS_KPM), p, 0.0)
+        ds = p * (_dot(do, v_t, PRECISION, UPCAST) - delta[:, None])
         dq += _dot(ds.to(k_t.dtype), tl.trans(k_t), PRECISION, UPCAST)
-    tl.store(DQ + q_base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=q_ok)
+    _store_rows(DQ, dq * sm_scale, offs_m, T_Q, HEAD_DIM, BLOCK_D)
 
 
 def _blocks(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int]:

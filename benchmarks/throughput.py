@@ -1,0 +1,279 @@
+"""Training throughput side by side: hookformer's GPT vs a plain-PyTorch reference GPT vs HF transformers' GPT2.
+
+Three models of the same shape, trained on the same random token batches with AdamW (lr 3e-4, betas (0.9, 0.95),
+weight decay 0.1 on linear weights), gradient clipping at 1.0, fp32 or bf16 autocast:
+
+* reference: benchmarks/reference_gpt.py, plain PyTorch with F.scaled_dot_product_attention;
+* hookformer: the ``transformer`` model, ``sdpa`` attention (wrapped in its capability check, as ``Run`` does),
+  ``clm`` objective and ``adamw`` optimizer, all built through the registry; the step is the engine's own
+  (``core.loop.accumulate_gradients`` then clip, step, zero_grad, as in ``Run.train_step``);
+* HF GPT2: ``transformers.GPT2LMHeadModel`` with SDPA attention and no dropout (skipped if transformers is missing).
+
+The models are interleaved (round 1: reference, hookformer, HF; round 2: ...) so that machine noise hits all of them
+alike; the reported tokens/s of a model is the median over rounds. Tokens per step = batch * block.
+
+    python benchmarks/throughput.py                          # configs A and B, fp32 and bf16
+    python benchmarks/throughput.py --config A --dtype bf16 --steps 100 --rounds 5
+    python benchmarks/throughput.py --quick                  # smoke test, a few steps each
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_gpt import GPT, GPTConfig, configure_adamw, lm_loss  # noqa: E402
+
+LR, CLIP = 3e-4, 1.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    n_layer: int
+    n_head: int
+    d_model: int
+    block: int
+    batch: int
+    vocab: int
+    steps: int  # default timed steps per round
+    warmup: int  # default warmup steps per model
+
+    def describe(self) -> str:
+        return (f"config {self.name}: {self.n_layer} layers, {self.n_head} heads, width {self.d_model}, "
+                f"block {self.block}, batch {self.batch}, vocab {self.vocab}")
+
+
+CONFIGS = {
+    "A": Shape("A", n_layer=4, n_head=4, d_model=128, block=64, batch=12, vocab=65, steps=50, warmup=10),
+    "B": Shape("B", n_layer=6, n_head=6, d_model=384, block=256, batch=8, vocab=65, steps=10, warmup=3),
+}
+
+
+def autocast_factory(device: str, dtype: str):
+    """A zero-argument callable returning the context manager of one forward pass (as core/loop.py expects)."""
+    if dtype == "bf16":
+        return lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def count(model) -> int:
+    return sum(p.numel() for p in model.parameters())  # tied parameters once
+
+
+# -- the three contenders: each is (model, step function); step() trains on one batch and returns its loss ------------
+def build_reference(shape: Shape, device: str, autocast):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(shape.n_layer, shape.n_head, shape.d_model, shape.block, shape.vocab)).to(device)
+    optimizer = configure_adamw(model, lr=LR)
+
+    def step(batch):
+        with autocast():
+            loss = lm_loss(model(batch["input_ids"]), batch["input_ids"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return model, step
+
+
+def build_hookformer(shape: Shape, device: str, autocast):
+    from hookformer.core.capabilities import CheckedKernel
+    from hookformer.core.loop import accumulate_gradients
+    from hookformer.core.parts import BuildContext
+    from hookformer.registry.catalog import Catalog
+
+    torch.manual_seed(0)
+    catalog = Catalog.load()
+    ctx = BuildContext(run_dir=Path("."), catalog=catalog, device=device, block_size=shape.block)
+    attention = catalog.get("attention", "sdpa")
+    kernel = attention.build(attention.options_model()(), ctx)
+    capabilities = attention.capabilities()  # Run._attention checks every call against them
+    ctx.attention = kernel if capabilities is None else CheckedKernel("sdpa", kernel, capabilities)
+    model_entry = catalog.get("model", "transformer")
+    opts = model_entry.options_model()(n_layer=shape.n_layer, n_head=shape.n_head, d_model=shape.d_model,
+                                       vocab_size=shape.vocab, dropout=0.0)
+    ctx.model = model = model_entry.build(opts, ctx).to(device)
+    objective_entry = catalog.get("objective", "clm")
+    objective = objective_entry.build(objective_entry.options_model()(), ctx)
+    optimizer_entry = catalog.get("optimizer", "adamw")
+    ctx.optimizer = optimizer = optimizer_entry.build(optimizer_entry.options_model()(lr=LR), ctx)
+
+    def step(batch):  # Run.train_step, less the scheduler and the bookkeeping
+        loss_sum, items, _ = accumulate_gradients(model, objective, [batch], autocast)
+        params = [p for p in model.parameters() if p.grad is not None]
+        float(torch.nn.utils.clip_grad_norm_(params, CLIP))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return torch.tensor(loss_sum / max(1, items))
+
+    return model, step
+
+
+def build_hf(shape: Shape, device: str, autocast):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=shape.vocab, n_positions=shape.block, n_embd=shape.d_model, n_layer=shape.n_layer,
+                        n_head=shape.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        activation_function="gelu_new", layer_norm_epsilon=1e-5, use_cache=False,
+                        bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+    try:
+        model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+    except (TypeError, ValueError, ImportError):
+        model = GPT2LMHeadModel(config)
+    model = model.to(device)
+    optimizer = configure_adamw(model, lr=LR)
+
+    def step(batch):
+        with autocast():
+            loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return model, step
+
+
+def hf_available() -> bool:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- timing -------------------------------------------------------------------------------------------------------------
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_steps(step, batches, n: int, start: int, device: str) -> tuple[float, float]:
+    """n training steps on batches[start:], cycling; returns (seconds, last loss)."""
+    sync(device)
+    begin = time.perf_counter()
+    for i in range(n):
+        loss = step(batches[(start + i) % len(batches)])
+    sync(device)
+    return time.perf_counter() - begin, float(loss)
+
+
+def bench(shape: Shape, dtype: str, device: str, steps: int, warmup: int, rounds: int, with_hf: bool) -> dict:
+    autocast = autocast_factory(device, dtype)
+    generator = torch.Generator().manual_seed(1234)
+    batches = [{"input_ids": torch.randint(0, shape.vocab, (shape.batch, shape.block), generator=generator)
+                .to(device)} for _ in range(8)]
+    builders = {"reference": build_reference, "hookformer": build_hookformer}
+    if with_hf:
+        builders["HF GPT2"] = build_hf
+    contenders = {name: build(shape, device, autocast) for name, build in builders.items()}
+    for model, _ in contenders.values():
+        model.train()
+    tokens_per_step = shape.batch * shape.block
+    result = {name: {"params": count(model), "rates": [], "loss": float("nan")}
+              for name, (model, _) in contenders.items()}
+    for name, (_, step) in contenders.items():
+        run_steps(step, batches, warmup, 0, device)
+    for r in range(rounds):
+        for name, (_, step) in contenders.items():
+            gc.collect()
+            seconds, loss = run_steps(step, batches, steps, warmup + r * steps, device)
+            result[name]["rates"].append(steps * tokens_per_step / seconds)
+            result[name]["loss"] = loss
+    for entry in result.values():
+        entry["tok_s"] = statistics.median(entry["rates"])
+    del contenders
+    gc.collect()
+    return result
+
+
+def ratio(result: dict, a: str, b: str) -> float | None:
+    if a in result and b in result:
+        return result[a]["tok_s"] / result[b]["tok_s"]
+    return None
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def print_table(shape: Shape, dtype: str, result: dict, steps: int, warmup: int, rounds: int) -> None:
+    print(f"\n{shape.describe()}; {dtype}; {rounds} round(s) x {steps} steps after {warmup} warmup, "
+          f"{shape.batch * shape.block} tokens/step")
+    print(f"  {'model':<12} {'params':>11} {'tok/s median':>13}  {'loss':>6}  per round tok/s")
+    for name, entry in result.items():
+        rounds_s = " ".join(f"{rate:,.0f}" for rate in entry["rates"])
+        print(f"  {name:<12} {entry['params']:>11,} {entry['tok_s']:>13,.0f}  {entry['loss']:>6.3f}  {rounds_s}")
+    print(f"  hookformer / reference: {fmt_ratio(ratio(result, 'hookformer', 'reference'))} (target >= 1.0x)   "
+          f"hookformer / HF GPT2: {fmt_ratio(ratio(result, 'hookformer', 'HF GPT2'))} (target >= 1.3x)   "
+          f"HF GPT2 / reference: {fmt_ratio(ratio(result, 'HF GPT2', 'reference'))}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=["A", "B", "all"], default="all")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "all"], default="all")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per model per round "
+                        "(default: A 50, B 10)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per model first (default: A 10, B 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--no-hf", action="store_true", help="leave out HF transformers' GPT2")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 warmup step, 2 rounds x 2 steps")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.rounds = args.steps or 2, args.warmup or 1, 2 if args.rounds == 3 else args.rounds
+    shapes = [CONFIGS[c] for c in ("A", "B") if args.config in (c, "all")]
+    dtypes = [d for d in ("fp32", "bf16") if args.dtype in (d, "all")]
+    with_hf = not args.no_hf and hf_available()
+
+    versions = f"torch {torch.__version__}"
+    if with_hf:
+        import transformers
+
+        versions += f", transformers {transformers.__version__}"
+    print(f"training throughput on {args.device}: {versions}, {torch.get_num_threads()} threads; "
+          f"AdamW lr {LR}, clip {CLIP}")
+    if not with_hf:
+        print("note: HF GPT2 column skipped (" + ("--no-hf" if args.no_hf else "transformers is not installed") + ")")
+    rows = []
+    for shape in shapes:
+        for dtype in dtypes:
+            steps, warmup = args.steps or shape.steps, args.warmup if args.warmup is not None else shape.warmup
+            result = bench(shape, dtype, args.device, steps, warmup, args.rounds, with_hf)
+            print_table(shape, dtype, result, steps, warmup, args.rounds)
+            rows.append((shape, dtype, result))
+
+    print("\n| config | dtype | params (ref / ours / HF) | reference tok/s | hookformer tok/s | HF GPT2 tok/s "
+          "| hookformer / reference | hookformer / HF GPT2 |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for shape, dtype, result in rows:
+        def cell(name, key="tok_s", spec=",.0f"):
+            return format(result[name][key], spec) if name in result else "-"
+
+        params = " / ".join(cell(n, "params", ",") for n in ("reference", "hookformer", "HF GPT2"))
+        print(f"| {shape.name} ({shape.n_layer}L {shape.n_head}H {shape.d_model}d, T={shape.block}, B={shape.batch}) "
+              f"| {dtype} | {params} | {cell('reference')} | {cell('hookformer')} | {cell('HF GPT2')} "
+              f"| {fmt_ratio(ratio(result, 'hookformer', 'reference'))} "
+              f"| {fmt_ratio(ratio(result, 'hookformer', 'HF GPT2'))} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
