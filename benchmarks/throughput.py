@@ -14,7 +14,8 @@ alike; the reported tokens/s of a model is the median over rounds. Tokens per st
 
     python benchmarks/throughput.py                          # configs A and B, fp32 and bf16
     python benchmarks/throughput.py --config A --dtype bf16 --steps 100 --rounds 5
-    python benchmarks/throughput.py --quick                  # smoke test, a few steps each
+    python benchmarks/throughput.py --quick                  # smoke test: config A, 1 step per round
+    python benchmarks/throughput.py --quick --config all     # smoke test of config B too (slow on CPU)
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def build_hookformer(shape: Shape, device: str, autocast):
         float(torch.nn.utils.clip_grad_norm_(params, CLIP))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return torch.tensor(loss_sum / max(1, items))
+        return loss_sum / max(1, items)
 
     return model, step
 
@@ -156,6 +157,13 @@ def hf_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True  # unknown: say nothing
 
 
 # -- timing -------------------------------------------------------------------------------------------------------------
@@ -227,18 +235,24 @@ def print_table(shape: Shape, dtype: str, result: dict, steps: int, warmup: int,
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", choices=["A", "B", "all"], default="all")
+    parser.add_argument("--config", choices=["A", "B", "all"], default=None, help="default: all (A with --quick)")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "all"], default="all")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per model per round "
                         "(default: A 50, B 10)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per model first (default: A 10, B 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds; the median is reported "
+                        "(default 3)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--no-hf", action="store_true", help="leave out HF transformers' GPT2")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 warmup step, 2 rounds x 2 steps")
+    parser.add_argument("--quick", action="store_true", help="smoke test: config A unless --config is given, "
+                        "1 warmup step, 2 rounds x 1 step; the numbers mean nothing")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup, args.rounds = args.steps or 2, args.warmup or 1, 2 if args.rounds == 3 else args.rounds
+        args.config = args.config or "A"
+        args.steps = args.steps or 1
+        args.warmup = 1 if args.warmup is None else args.warmup
+        args.rounds = args.rounds or 2
+    args.config, args.rounds = args.config or "all", args.rounds or 3
     shapes = [CONFIGS[c] for c in ("A", "B") if args.config in (c, "all")]
     dtypes = [d for d in ("fp32", "bf16") if args.dtype in (d, "all")]
     with_hf = not args.no_hf and hf_available()
@@ -250,6 +264,10 @@ def main(argv=None) -> int:
         versions += f", transformers {transformers.__version__}"
     print(f"training throughput on {args.device}: {versions}, {torch.get_num_threads()} threads; "
           f"AdamW lr {LR}, clip {CLIP}")
+    if "bf16" in dtypes and args.device == "cpu" and not cpu_has_native_bf16():
+        print(f"note: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 matmul "
+              "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False): bf16 autocast runs emulated kernels, "
+              "far slower than fp32; the bf16 rows compare the models there, not a bf16 speedup")
     if not with_hf:
         print("note: HF GPT2 column skipped (" + ("--no-hf" if args.no_hf else "transformers is not installed") + ")")
     rows = []

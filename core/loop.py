@@ -49,9 +49,8 @@ def accumulate_gradients(model, objective, batches, autocast=contextlib.nullcont
         loss_sum += float(result.loss_sum.detach())
         items += result.num_items
         tokens += batch["input_ids"].numel()
-    for param in model.parameters():
-        if param.grad is not None:
-            param.grad.div_(max(1, items))
+    grads = [param.grad for param in model.parameters() if param.grad is not None]
+    torch._foreach_div_(grads, float(max(1, items)))
     return loss_sum, items, tokens
 
 
