@@ -15,8 +15,11 @@ class AdamWOptions(PartOptions):
     eps: float = Field(1e-8, gt=0.0)
     weight_decay: float = Field(0.1, ge=0.0, description="decoupled weight decay on linear weights")
     decay_norms_biases_embeddings: bool = Field(False, description="also decay norms, biases and embeddings")
+    fused: bool = Field(True, description="one fused kernel for the whole update (CPU and CUDA; several times "
+                        "faster than the per-tensor loop); false uses torch's foreach implementation")
 
 
 def build(options: AdamWOptions, ctx) -> torch.optim.AdamW:
     groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings)
-    return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps)
+    return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps,
+                             fused=options.fused or None)
