@@ -123,7 +123,7 @@ def cmd_train(args) -> int:
         config_path = args.resume / "config.yaml"
         if not config_path.is_file():
             raise ConfigError(f"{args.resume} is not a hookformer run directory ({config_path} is missing).")
-        raw = run_config.merge(run_config.read_yaml(config_path), {})
+        raw = run_config.read_yaml(config_path)
         for assignment in args.overrides:
             raw = run_config.apply_override(raw, assignment)
         run_dir = args.resume

@@ -7,9 +7,9 @@ a part is built, through the ``factory`` reference ("module:attribute").
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -93,7 +93,6 @@ class BuildContext:
     model: Any = None  # torch.nn.Module
     optimizer: Any = None  # torch.optim.Optimizer
     total_steps: int | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,6 +200,3 @@ class Callback(Protocol):
     ``on_checkpoint_saved(run, path)``, ``on_run_end(run)``. ``run`` is the :class:`hookformer.core.loop.Run`;
     ``record`` the dict written to ``metrics.jsonl``.
     """
-
-
-Factory = Callable[[BaseModel, BuildContext], Any]

@@ -92,10 +92,22 @@ def test_weight_decay_applies_to_linear_weights_only():
 
 def test_model_build_takes_vocabulary_and_length_from_the_run():
     from hookformer.plugins.models.transformer import build
+    from hookformer.plugins.tokenizers.byte import ByteTokenizerOptions
+    from hookformer.plugins.tokenizers.byte import build as build_tokenizer
 
-    class Vocab:
-        vocab_size = 77
-
+    tokenizer = build_tokenizer(ByteTokenizerOptions(), BuildContext(run_dir="."))
     model = build(TransformerOptions(n_layer=1, d_model=16, n_head=2), BuildContext(
-        run_dir=".", tokenizer=Vocab(), block_size=24, attention=sdpa_attention))
-    assert model.tok_emb.num_embeddings == 77 and model.max_seq_len == 24
+        run_dir=".", tokenizer=tokenizer, block_size=24, attention=sdpa_attention))
+    assert model.tok_emb.num_embeddings == tokenizer.vocab_size == 263 and model.max_seq_len == 24
+
+
+def test_model_build_refuses_a_vocabulary_smaller_than_the_tokenizers():
+    from hookformer.core.errors import ConfigError
+    from hookformer.plugins.models.transformer import build
+    from hookformer.plugins.tokenizers.byte import ByteTokenizerOptions
+    from hookformer.plugins.tokenizers.byte import build as build_tokenizer
+
+    tokenizer = build_tokenizer(ByteTokenizerOptions(), BuildContext(run_dir="."))
+    with pytest.raises(ConfigError, match="smaller than the tokenizer's vocabulary"):
+        build(TransformerOptions(n_layer=1, d_model=16, n_head=2, vocab_size=100), BuildContext(
+            run_dir=".", tokenizer=tokenizer, block_size=24, attention=sdpa_attention))
