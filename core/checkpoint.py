@@ -43,8 +43,9 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, keep: int) -> Path:
-    """Write the checkpoint of ``step``, point ``latest`` at it, and keep only the ``keep`` newest."""
+def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, keep: int, meta: dict | None = None) -> Path:
+    """Write the checkpoint of ``step``, point ``latest`` at it, and keep only the ``keep`` newest. ``meta`` goes
+    into the manifest (what rebuilding the model needs without the data, e.g. the block size)."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -54,7 +55,8 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, keep: in
     try:
         save_model(model, str(tmp / WEIGHTS))  # handles tied weights (stored once)
         torch.save(state, tmp / STATE)
-        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": [WEIGHTS, STATE]}, indent=2))
+        manifest = {"step": step, "files": [WEIGHTS, STATE], **(meta or {})}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         for name in (WEIGHTS, STATE, MANIFEST):
             _fsync(tmp / name)
         if final.exists():  # the same step saved again (e.g. a resumed run ends where it started)
@@ -83,8 +85,12 @@ def latest(run_dir: Path) -> Path:
     return path
 
 
-def load(path: Path, model: torch.nn.Module) -> dict:
-    """Load weights into ``model`` (strictly: names and shapes must match) and return the trainer state."""
+def manifest(path: Path) -> dict:
+    return json.loads((path / MANIFEST).read_text())
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load weights into ``model`` strictly: names and shapes must match."""
     try:
         missing, unexpected = load_model(model, str(path / WEIGHTS), strict=False)
     except RuntimeError as exc:
@@ -93,4 +99,9 @@ def load(path: Path, model: torch.nn.Module) -> dict:
     if missing or unexpected:
         raise CheckpointError(f"the weights in {path / WEIGHTS} do not match the model built from the config "
                               f"(missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]}).")
+
+
+def load(path: Path, model: torch.nn.Module) -> dict:
+    """Load weights into ``model`` (see load_weights) and return the trainer state."""
+    load_weights(path, model)
     return torch.load(path / STATE, weights_only=True)

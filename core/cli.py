@@ -1,4 +1,4 @@
-"""The ``hookformer`` command line: ``train``, ``plugins list``, ``plugins show``.
+"""The ``hookformer`` command line: ``train``, ``generate``, ``plugins list``, ``plugins show``.
 
 A user error (bad config, data or plugin) prints one paragraph and exits with code 2; ``--debug`` shows the
 traceback. Listing plugins imports no torch, datasets or triton.
@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
     train.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+
+    generate = commands.add_parser("generate", parents=[common], help="generate text from a run's latest checkpoint")
+    generate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    generate.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    generate.add_argument("--tokens", type=int, default=200, help="tokens to generate")
+    generate.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    generate.add_argument("--temperature", type=float, default=0.8)
+    generate.add_argument("--top-k", type=int, default=40)
+    generate.add_argument("--seed", type=int, default=0)
 
     plugins = commands.add_parser("plugins", parents=[common], help="list and inspect registered parts")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", required=True)
@@ -152,9 +161,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from hookformer.core import config as run_config
+
+    config_path = args.run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"{args.run_dir} is not a hookformer run directory ({config_path} is missing).")
+    config = run_config.validate(run_config.read_yaml(config_path), _catalog(args))
+
+    import torch
+
+    from hookformer.core.generate import generate, load_trained
+
+    tokenizer, model = load_trained(args.run_dir, config)
+    prompt = tokenizer.encode(args.prompt) or [tokenizer.special.eos]
+    ids = generate(model, prompt, args.tokens, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,
+                   generator=torch.Generator().manual_seed(args.seed))
+    print(tokenizer.decode(ids))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train}.get(args.command) or {
+    handler = {"train": cmd_train, "generate": cmd_generate}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:
         return handler(args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -29,3 +31,18 @@ def generate(model, ids: list[int], max_new_tokens: int, *, temperature: float =
             break
     model.train(was_training)
     return out[0].tolist()
+
+
+def load_trained(run_dir: Path, config, device: str = "cpu"):
+    """(tokenizer, model) of a run's latest checkpoint, rebuilt from its config without reading the training data."""
+    from hookformer.core import checkpoint
+    from hookformer.core.parts import BuildContext
+
+    path = checkpoint.latest(run_dir)
+    ctx = BuildContext(run_dir=Path(run_dir), catalog=config.catalog, device=device, seed=config.train.seed,
+                       train=config.train, block_size=checkpoint.manifest(path).get("block_size"))
+    ctx.tokenizer = config.parts["tokenizer"].build(ctx)
+    ctx.attention = config.parts["attention"].build(ctx)
+    model = config.parts["model"].build(ctx).to(device)
+    checkpoint.load_weights(path, model)
+    return ctx.tokenizer, model.eval()

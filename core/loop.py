@@ -218,7 +218,7 @@ class Run:
 
     def save_checkpoint(self) -> Path:
         path = checkpoint.save(self.run_dir, self.step, self.model, self._trainer_state(),
-                               self.train_cfg.keep_checkpoints)
+                               self.train_cfg.keep_checkpoints, meta={"block_size": self.data.block_size})
         self._emit("on_checkpoint_saved", path)
         return path
 

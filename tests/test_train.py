@@ -61,6 +61,11 @@ def test_a_run_writes_config_metrics_checkpoints_samples_and_a_loss_plot(tmp_pat
     assert json.loads((run_dir / "data_report.json").read_text())
     assert "run finished" in capsys.readouterr().out
 
+    # `generate` rebuilds the model from the run's checkpoint alone and continues the same way greedy sampling did.
+    assert main(["generate", str(run_dir), "--prompt", "The ", "--greedy", "--tokens", "16"]) == 0
+    greedy = samples.split("--- greedy ---\n", 1)[1].split("\n--- sampled", 1)[0]
+    assert capsys.readouterr().out == greedy + "\n"
+
 
 class CrashAtStep:
     """Stands for a crash (power loss, OOM kill) after the checkpoint at step 4."""
