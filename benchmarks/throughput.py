@@ -71,22 +71,27 @@ def count(model) -> int:
     return sum(p.numel() for p in model.parameters())  # tied parameters once
 
 
-# -- the three contenders: each is (model, step function); step() trains on one batch and returns its loss ------------
-def build_reference(shape: Shape, device: str, autocast):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(shape.n_layer, shape.n_head, shape.d_model, shape.block, shape.vocab)).to(device)
+def plain_step(model, loss_of, autocast):
+    """The training step of the reference and HF models: mean loss, backward, clip, AdamW step."""
     optimizer = configure_adamw(model, lr=LR)
 
     def step(batch):
         with autocast():
-            loss = lm_loss(model(batch["input_ids"]), batch["input_ids"])
+            loss = loss_of(batch["input_ids"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    return model, step
+    return step
+
+
+# -- the three contenders: each is (model, step function); step() trains on one batch and returns its loss ------------
+def build_reference(shape: Shape, device: str, autocast):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(shape.n_layer, shape.n_head, shape.d_model, shape.block, shape.vocab)).to(device)
+    return model, plain_step(model, lambda ids: lm_loss(model(ids), ids), autocast)
 
 
 def build_hookformer(shape: Shape, device: str, autocast):
@@ -137,18 +142,7 @@ def build_hf(shape: Shape, device: str, autocast):
     except (TypeError, ValueError, ImportError):
         model = GPT2LMHeadModel(config)
     model = model.to(device)
-    optimizer = configure_adamw(model, lr=LR)
-
-    def step(batch):
-        with autocast():
-            loss = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return model, step
+    return model, plain_step(model, lambda ids: model(input_ids=ids, labels=ids).loss, autocast)
 
 
 def hf_available() -> bool:
