@@ -73,9 +73,6 @@ class Run:
     def _setup(self) -> None:
         cfg, parts = self.train_cfg, self.config.parts
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume:
-            checkpoint.write_atomically(self.run_dir / "config.yaml",
-                                        yaml.safe_dump(self.config.dump(), sort_keys=False))
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         ctx = self.ctx = BuildContext(run_dir=self.run_dir, catalog=self.config.catalog, device=self.device,
@@ -86,7 +83,6 @@ class Run:
         ctx.tokenizer = self.tokenizer = parts["tokenizer"].build(ctx)
         blocks = self.data.prepare(self.tokenizer)
         self.train_blocks, self.val_blocks = blocks["train"], blocks["validation"]
-        checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
         ctx.attention = self.attention = self._attention(ctx)
         ctx.model = self.model = parts["model"].build(ctx).to(self.device)
         self.objective = parts["objective"].build(ctx)
@@ -98,6 +94,10 @@ class Run:
         self.sampler = BlockSampler(len(self.train_blocks), cfg.seed)
         if self.resume:
             self._restore()
+        # Written only once everything is assembled (and restored), so a failed start leaves an existing run as it
+        # was; on resume the config keeps the overrides given with --set.
+        checkpoint.write_atomically(self.run_dir / "config.yaml", yaml.safe_dump(self.config.dump(), sort_keys=False))
+        checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
 
     def _attention(self, ctx):
         """The configured kernel; one that declares capabilities is checked against them on every kind of call."""
@@ -109,11 +109,10 @@ class Run:
     def _probe_model(self) -> None:
         """One forward pass in training mode on a real block, so that a part that cannot run this configuration
         (e.g. a kernel without dropout) fails now, before the run starts; RNG state is restored afterwards."""
-        rng = torch.get_rng_state()
-        with torch.no_grad(), self._autocast():
+        devices = [torch.device(self.device).index or 0] if self.device == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             self.model.train()
             self.objective(self.model, self._batch(self.train_blocks[:1]))
-        torch.set_rng_state(rng)
 
     def _trainer_state(self) -> dict:
         return {

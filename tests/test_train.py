@@ -147,3 +147,12 @@ def test_debug_shows_the_traceback(tmp_path, corpus):
     with pytest.raises(Exception):
         main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r"), "--debug",
               "--set", "data.block_size=100000"])
+
+
+def test_resuming_with_overrides_continues_the_run_and_records_them_in_its_config(tmp_path, corpus):
+    run_dir = tmp_path / "run"
+    config_path = tiny_config(tmp_path, corpus, max_steps=2, eval_every=2, checkpoint_every=2, sample_tokens=0)
+    assert main(["train", str(config_path), "--run-dir", str(run_dir)]) == 0
+    assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=4"]) == 0
+    assert [r["step"] for r in records(run_dir) if "loss" in r] == [1, 2, 3, 4]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"] == 4
