@@ -105,8 +105,7 @@ def cmd_plugins_show(args) -> int:
           f"{entry.origin.value}]")
     print(textwrap.fill(spec.description, 100, initial_indent="  ", subsequent_indent="  "))
     options = _describe_options(entry.options_model())
-    print("options:" if options else "options: none")
-    print("\n".join(options)) if options else None
+    print("\n".join(["options:", *options]) if options else "options: none")
     capabilities = entry.capabilities()
     if capabilities is not None:
         print("capabilities:")
@@ -120,6 +119,16 @@ def cmd_plugins_show(args) -> int:
     return 0
 
 
+def _saved_config(run_dir: Path) -> dict:
+    """The resolved config a run saved in its directory."""
+    from hookformer.core.config import read_yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a hookformer run directory ({path} is missing).")
+    return read_yaml(path)
+
+
 def cmd_train(args) -> int:
     from hookformer.core import config as run_config
 
@@ -129,10 +138,7 @@ def cmd_train(args) -> int:
                               "CONFIG argument and change fields with --set if needed.")
         if args.run_dir is not None and args.run_dir != args.resume:
             raise ConfigError("--resume RUN_DIR already names the run directory; drop --run-dir.")
-        config_path = args.resume / "config.yaml"
-        if not config_path.is_file():
-            raise ConfigError(f"{args.resume} is not a hookformer run directory ({config_path} is missing).")
-        raw = run_config.read_yaml(config_path)
+        raw = _saved_config(args.resume)
         for assignment in args.overrides:
             raw = run_config.apply_override(raw, assignment)
         run_dir = args.resume
@@ -164,10 +170,7 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from hookformer.core import config as run_config
 
-    config_path = args.run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise ConfigError(f"{args.run_dir} is not a hookformer run directory ({config_path} is missing).")
-    config = run_config.validate(run_config.read_yaml(config_path), _catalog(args))
+    config = run_config.validate(_saved_config(args.run_dir), _catalog(args))
 
     import torch
 
