@@ -130,25 +130,33 @@ def cmd_train(args) -> int:
     else:
         raw = run_config.compose(args.config, args.overrides)
         run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir, "
-                              f"or continue that run with --resume {run_dir}.")
     config = run_config.validate(raw, _catalog(args))
 
-    from hookformer.core.loop import Run  # heavy imports (torch) only after the config is valid
+    from hookformer.core import distributed  # heavy imports (torch) only after the config is valid
+    from hookformer.core.loop import Run, resolve_device
 
-    created = not run_dir.exists()
+    world = distributed.init(config.train.distributed, resolve_device(config.train.device))
     try:
-        run = Run(config, run_dir, resume=args.resume is not None)
-    except HookformerError:
-        if created:  # a run that failed while being assembled leaves nothing behind
-            import shutil
+        run_dir = world.broadcast(run_dir)  # a default name holds the time, which may differ between ranks
+        if args.resume is None and run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir, "
+                              f"or continue that run with --resume {run_dir}.")
+        created = not run_dir.exists()
+        world.barrier()  # every rank has looked before rank 0 creates the directory
+        try:
+            run = Run(config, run_dir, resume=args.resume is not None, world=world)
+        except HookformerError:
+            if created and world.is_main:  # a run that failed while being assembled leaves nothing behind
+                import shutil
 
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    summary = run.train()
-    print(f"run finished: {run_dir} (step {summary['step']}, " + ", ".join(
-        f"{k} {v:.4f}" for k, v in summary.items() if k != "step") + ")")
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        summary = run.train()
+    finally:
+        distributed.shutdown()
+    if world.is_main:
+        print(f"run finished: {run_dir} (step {summary['step']}, " + ", ".join(
+            f"{k} {v:.4f}" for k, v in summary.items() if k != "step") + ")")
     return 0
 
 
