@@ -7,6 +7,7 @@ traceback. Listing plugins imports no torch, datasets or triton.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import time
@@ -133,9 +134,20 @@ def cmd_train(args) -> int:
     config = run_config.validate(raw, _catalog(args))
 
     from hookformer.core import distributed  # heavy imports (torch) only after the config is valid
-    from hookformer.core.loop import Run, resolve_device
+    from hookformer.core.loop import resolve_device
 
     world = distributed.init(config.train.distributed, resolve_device(config.train.device))
+    if world.size > 1:  # torchrun's failure summary then shows the traceback of the rank that failed
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        return record(_train_ranks)(args, config, run_dir, world)
+    return _train_ranks(args, config, run_dir, world)
+
+
+def _train_ranks(args, config, run_dir: Path, world) -> int:
+    from hookformer.core import distributed
+    from hookformer.core.loop import Run
+
     try:
         run_dir = world.broadcast(run_dir)  # a default name holds the time, which may differ between ranks
         if args.resume is None and run_dir.exists() and any(run_dir.iterdir()):
@@ -160,6 +172,12 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _which_rank() -> str:
+    """Under torchrun, an error names the rank that reports it."""
+    size = os.environ.get("WORLD_SIZE", "1")
+    return f" on rank {os.environ.get('RANK')} of {size}" if size != "1" else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train}.get(args.command) or {
@@ -169,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     except HookformerError as exc:
         if args.debug:
             raise
-        print(f"hookformer: error: {exc}", file=sys.stderr)
+        print(f"hookformer: error{_which_rank()}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("hookformer: interrupted", file=sys.stderr)
