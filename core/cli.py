@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
     train.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    train.add_argument("--nproc", type=int, default=1, metavar="N", help="train with N processes on this machine: "
+                       "runs torchrun --standalone --nproc_per_node N -m hookformer train ... (set "
+                       "train.distributed.strategy)")
 
     plugins = commands.add_parser("plugins", parents=[common], help="list and inspect registered parts")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", required=True)
@@ -112,9 +115,28 @@ def cmd_plugins_show(args) -> int:
     return 0
 
 
+def _launch(args) -> int:
+    """``--nproc N``: the same command line, without ``--nproc``, in N processes started by torchrun."""
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError("--nproc starts torchrun, but this process already runs under torchrun; drop --nproc.")
+    rest, argv = [], iter(args.argv)
+    for arg in argv:
+        if arg == "--nproc":
+            next(argv, None)
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
+               "-m", "hookformer", *rest]
+    return subprocess.run(command).returncode
+
+
 def cmd_train(args) -> int:
     from hookformer.core import config as run_config
 
+    if args.nproc > 1:
+        return _launch(args)
     if args.resume is not None:
         if args.config is not None:
             raise ConfigError("--resume continues a run with the config saved in it (RUN_DIR/config.yaml); drop the "
@@ -164,6 +186,7 @@ def _train_ranks(args, config, run_dir: Path, world) -> int:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         summary = run.train()
+        world.barrier()  # rank 0 may still write samples; a rank leaving the group early can abort in gloo's teardown
     finally:
         distributed.shutdown()
     if world.is_main:
@@ -180,6 +203,7 @@ def _which_rank() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"train": cmd_train}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:

@@ -64,16 +64,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hookformer(workdir: Path, *args: str, nproc: int = 1, fault: str = "", timeout: float = 120):
-    """``hookformer ARGS`` in one process, or under torchrun with ``nproc`` processes; returns the finished process."""
-    launcher = [str(workdir / "launch.py")]
-    if nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *launcher]
+def hookformer(workdir: Path, *args: str, nproc: int = 1, fault: str = "", timeout: float = 120,
+               via_nproc_flag: bool = False):
+    """``hookformer ARGS`` in one process, or with ``nproc`` processes under torchrun (started directly, or by
+    ``hookformer --nproc``); returns the finished process."""
+    launcher = str(workdir / "launch.py")
+    if via_nproc_flag:
+        command = [sys.executable, "-m", "hookformer", *args, "--nproc", str(nproc)]
+    elif nproc > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+                   "127.0.0.1", "--master_port", str(free_port()), launcher, *args]
     else:
-        launcher = [sys.executable, *launcher]
+        command = [sys.executable, launcher, *args]
     env = {**os.environ, "HOOKFORMER_CACHE": str(workdir / "cache"), "HOOKFORMER_TEST_FAULT": fault}
-    return subprocess.run([*launcher, *args], cwd=workdir, env=env, capture_output=True, text=True,
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -104,7 +108,8 @@ def single(workdir) -> Path:
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_ranks_follow_the_single_process_loss_curve(workdir, single, strategy):
-    done = train(workdir, strategy, strategy, 2)
+    # DDP through `hookformer train --nproc 2`, which starts torchrun itself
+    done = train(workdir, strategy, strategy, 2, via_nproc_flag=strategy == "ddp")
     assert done.returncode == 0, done.stderr
     run_dir = workdir / strategy
     assert_same_curve(losses(run_dir), losses(single))  # also: rank 0 alone wrote metrics.jsonl (no duplicates)
