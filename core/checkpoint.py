@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from hookformer.core.errors import CheckpointError
 
@@ -43,9 +43,11 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, keep: int, meta: dict | None = None) -> Path:
-    """Write the checkpoint of ``step``, point ``latest`` at it, and keep only the ``keep`` newest. ``meta`` goes
-    into the manifest (what rebuilding the model needs without the data, e.g. the block size)."""
+def save(run_dir: Path, step: int, weights: torch.nn.Module | dict[str, torch.Tensor], state: dict,
+         keep: int, meta: dict | None = None) -> Path:
+    """Write the checkpoint of ``step``, point ``latest`` at it, and keep only the ``keep`` newest. ``weights`` is
+    the model, or its full state dict with tied parameters named once (gathered from the ranks of a sharded run).
+    ``meta`` goes into the manifest (what rebuilding the model needs without the data, e.g. the block size)."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -53,7 +55,10 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, keep: in
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        save_model(model, str(tmp / WEIGHTS))  # handles tied weights (stored once)
+        if isinstance(weights, torch.nn.Module):
+            save_model(weights, str(tmp / WEIGHTS))  # handles tied weights (stored once)
+        else:
+            save_file({name: tensor.contiguous() for name, tensor in weights.items()}, str(tmp / WEIGHTS))
         torch.save(state, tmp / STATE)
         manifest = {"step": step, "files": [WEIGHTS, STATE], **(meta or {})}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -7,6 +7,7 @@ traceback. Listing plugins imports no torch, datasets or triton.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import time
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
     train.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    train.add_argument("--nproc", type=int, default=1, metavar="N", help="train with N processes on this machine: "
+                       "runs torchrun --standalone --nproc_per_node N -m hookformer train ... (set "
+                       "train.distributed.strategy)")
 
     generate = commands.add_parser("generate", parents=[common], help="generate text from a run's latest checkpoint")
     generate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -129,9 +133,28 @@ def _saved_config(run_dir: Path) -> dict:
     return read_yaml(path)
 
 
+def _launch(args) -> int:
+    """``--nproc N``: the same command line, without ``--nproc``, in N processes started by torchrun."""
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError("--nproc starts torchrun, but this process already runs under torchrun; drop --nproc.")
+    rest, argv = [], iter(args.argv)
+    for arg in argv:
+        if arg == "--nproc":
+            next(argv, None)
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
+               "-m", "hookformer", *rest]
+    return subprocess.run(command).returncode
+
+
 def cmd_train(args) -> int:
     from hookformer.core import config as run_config
 
+    if args.nproc > 1:
+        return _launch(args)
     if args.resume is not None:
         if args.config is not None:
             raise ConfigError("--resume continues a run with the config saved in it (RUN_DIR/config.yaml); drop the "
@@ -145,25 +168,45 @@ def cmd_train(args) -> int:
     else:
         raw = run_config.compose(args.config, args.overrides)
         run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir, "
-                              f"or continue that run with --resume {run_dir}.")
     config = run_config.validate(raw, _catalog(args))
 
-    from hookformer.core.loop import Run  # heavy imports (torch) only after the config is valid
+    from hookformer.core import distributed  # heavy imports (torch) only after the config is valid
+    from hookformer.core.loop import resolve_device
 
-    created = not run_dir.exists()
+    world = distributed.init(config.train.distributed, resolve_device(config.train.device))
+    if world.size > 1:  # torchrun's failure summary then shows the traceback of the rank that failed
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        return record(_train_ranks)(args, config, run_dir, world)
+    return _train_ranks(args, config, run_dir, world)
+
+
+def _train_ranks(args, config, run_dir: Path, world) -> int:
+    from hookformer.core import distributed
+    from hookformer.core.loop import Run
+
     try:
-        run = Run(config, run_dir, resume=args.resume is not None)
-    except HookformerError:
-        if created:  # a run that failed while being assembled leaves nothing behind
-            import shutil
+        run_dir = world.broadcast(run_dir)  # a default name holds the time, which may differ between ranks
+        if args.resume is None and run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir, "
+                              f"or continue that run with --resume {run_dir}.")
+        created = not run_dir.exists()
+        world.barrier()  # every rank has looked before rank 0 creates the directory
+        try:
+            run = Run(config, run_dir, resume=args.resume is not None, world=world)
+        except HookformerError:
+            if created and world.is_main:  # a run that failed while being assembled leaves nothing behind
+                import shutil
 
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    summary = run.train()
-    print(f"run finished: {run_dir} (step {summary['step']}, " + ", ".join(
-        f"{k} {v:.4f}" for k, v in summary.items() if k != "step") + ")")
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        summary = run.train()
+        world.barrier()  # rank 0 may still write samples; a rank leaving the group early can abort in gloo's teardown
+    finally:
+        distributed.shutdown()
+    if world.is_main:
+        print(f"run finished: {run_dir} (step {summary['step']}, " + ", ".join(
+            f"{k} {v:.4f}" for k, v in summary.items() if k != "step") + ")")
     return 0
 
 
@@ -184,8 +227,15 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _which_rank() -> str:
+    """Under torchrun, an error names the rank that reports it."""
+    size = os.environ.get("WORLD_SIZE", "1")
+    return f" on rank {os.environ.get('RANK')} of {size}" if size != "1" else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"train": cmd_train, "generate": cmd_generate}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:
@@ -193,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except HookformerError as exc:
         if args.debug:
             raise
-        print(f"hookformer: error: {exc}", file=sys.stderr)
+        print(f"hookformer: error{_which_rank()}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("hookformer: interrupted", file=sys.stderr)

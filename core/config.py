@@ -35,13 +35,26 @@ LIST_SECTIONS = {"metrics": "metric", "callbacks": "callback"}
 SECTIONS = (*PART_SECTIONS, *LIST_SECTIONS, "train")
 
 
+class DistributedConfig(BaseModel):
+    """``train.distributed``: how ranks started by torchrun share the work (ignored by a single process)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["none", "ddp", "fsdp"] = Field(
+        "none", description="ddp: DistributedDataParallel; fsdp: FSDP2 (fully_shard), weights, gradients and "
+        "optimizer state sharded over the ranks")
+    timeout_s: float = Field(300.0, gt=0, description="seconds a collective waits for the other ranks before the "
+                             "job fails (a dead or stuck rank)")
+
+
 class TrainConfig(BaseModel):
     """The ``train`` section: the loop itself."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_steps: int = Field(1000, gt=0, description="optimizer steps to run")
-    batch_size: int = Field(16, gt=0, description="sequences per micro-batch")
+    batch_size: int = Field(16, gt=0, description="sequences per micro-batch on each rank (global batch: "
+                            "batch_size x ranks x grad_accum_steps)")
     grad_accum_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
     seed: int = Field(1337, description="seed for weights, data order, dropout and sampling")
     eval_every: int = Field(200, gt=0, description="evaluate every N steps (and at the end)")
@@ -57,6 +70,7 @@ class TrainConfig(BaseModel):
     sample_tokens: int = Field(200, ge=0, description="tokens per generated sample (0: no samples)")
     sample_temperature: float = Field(0.8, gt=0)
     sample_top_k: int | None = Field(40, gt=0)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from hookformer.core import checkpoint
 from hookformer.core.capabilities import CheckedKernel
 from hookformer.core.config import RunConfig
+from hookformer.core.distributed import World
 from hookformer.core.errors import CheckpointError, HookformerError
 from hookformer.core.generate import generate
 from hookformer.core.parts import BuildContext
@@ -35,34 +36,43 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def accumulate_gradients(model, objective, batches, autocast=contextlib.nullcontext) -> tuple[float, int, int]:
+def accumulate_gradients(model, objective, batches: list[dict], autocast=contextlib.nullcontext,
+                         world: World = World()) -> tuple[float, int, int]:
     """Backpropagate the objective over micro-batches and leave the gradient of the mean loss over all their items.
 
     Objectives return summed losses; the accumulated gradient is divided once by the total item count, so any split
-    of a batch into micro-batches gives the gradient of the one large batch. Returns (loss sum, items, tokens).
+    of a batch into micro-batches gives the gradient of the one large batch. Under data parallelism ``model`` is the
+    wrapped module, the totals are over every rank's micro-batches, and the division accounts for the wrapper's
+    gradient reduction averaging over the ranks. Returns (loss sum, items, tokens), summed over the ranks.
     """
     loss_sum, items, tokens = 0.0, 0, 0
-    for batch in batches:
-        with autocast():
-            result = objective(model, batch)
-        result.loss_sum.backward()
+    for i, batch in enumerate(batches):
+        with world.no_sync(model) if i < len(batches) - 1 else contextlib.nullcontext():
+            with autocast():
+                result = objective(model, batch)
+            result.loss_sum.backward()
         loss_sum += float(result.loss_sum.detach())
         items += result.num_items
         tokens += batch["input_ids"].numel()
+    loss_sum, items, tokens = world.sum(loss_sum, items, tokens)
     grads = [param.grad for param in model.parameters() if param.grad is not None]
-    torch._foreach_div_(grads, float(max(1, items)))
-    return loss_sum, items, tokens
+    torch._foreach_div_(grads, max(1.0, items) / world.size)
+    return loss_sum, int(items), int(tokens)
 
 
 class Run:
     """One training run in ``run_dir``. ``Run(config, run_dir).train()``; pass ``resume=True`` to continue from the
-    run's latest checkpoint. Callbacks (the config's plus any appended to ``self.callbacks``) observe it."""
+    run's latest checkpoint. Callbacks (the config's plus any appended to ``self.callbacks``) observe it.
 
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False):
+    Under torchrun every rank builds a Run with its ``world``; files, logs, the progress bar and callbacks are rank
+    0's, and every rank takes part in training, evaluation and sampling (an FSDP2 forward needs all of them)."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, world: World = World()):
         self.config = config
         self.train_cfg = config.train
         self.run_dir = Path(run_dir)
         self.resume = resume
+        self.world = world
         self.device = resolve_device(self.train_cfg.device)
         self.step = 0
         self.callbacks: list = []
@@ -72,32 +82,39 @@ class Run:
     # -- assembly ---------------------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg, parts = self.train_cfg, self.config.parts
+        self.world.check_same("resolved config", self.config.dump())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         ctx = self.ctx = BuildContext(run_dir=self.run_dir, catalog=self.config.catalog, device=self.device,
                                       seed=cfg.seed, train=cfg, total_steps=cfg.max_steps)
         self.log("preparing data")
-        ctx.data = self.data = parts["data"].build(ctx)
-        ctx.block_size = self.data.block_size
-        ctx.tokenizer = self.tokenizer = parts["tokenizer"].build(ctx)
-        blocks = self.data.prepare(self.tokenizer)
+        with self.world.main_first():  # rank 0 writes the data cache and trains the tokenizer; the others load them
+            ctx.data = self.data = parts["data"].build(ctx)
+            ctx.block_size = self.data.block_size
+            ctx.tokenizer = self.tokenizer = parts["tokenizer"].build(ctx)
+            blocks = self.data.prepare(self.tokenizer)
         self.train_blocks, self.val_blocks = blocks["train"], blocks["validation"]
         ctx.attention = self.attention = self._attention(ctx)
         ctx.model = self.model = parts["model"].build(ctx).to(self.device)
         self.objective = parts["objective"].build(ctx)
         self._probe_model()
+        # Full weights are loaded before FSDP2 shards them; the rest of the state once the optimizer exists.
+        saved = self._load_checkpoint() if self.resume else None
+        self.train_model = self.world.wrap(self.model, self.device)
         ctx.optimizer = self.optimizer = parts["optimizer"].build(ctx)
         self.scheduler = parts["scheduler"].build(ctx)
         self.metrics = [choice.build(ctx) for choice in self.config.metrics]
-        self.callbacks = [choice.build(ctx) for choice in self.config.callbacks]
+        self.callbacks = [choice.build(ctx) for choice in self.config.callbacks] if self.world.is_main else []
         self.sampler = BlockSampler(len(self.train_blocks), cfg.seed)
-        if self.resume:
-            self._restore()
+        if saved is not None:
+            self._restore(*saved)
         # Written only once everything is assembled (and restored), so a failed start leaves an existing run as it
         # was; on resume the config keeps the overrides given with --set.
-        checkpoint.write_atomically(self.run_dir / "config.yaml", yaml.safe_dump(self.config.dump(), sort_keys=False))
-        checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
+        if self.world.is_main:
+            checkpoint.write_atomically(self.run_dir / "config.yaml",
+                                        yaml.safe_dump(self.config.dump(), sort_keys=False))
+            checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
 
     def _attention(self, ctx):
         """The configured kernel; one that declares capabilities is checked against them on every kind of call."""
@@ -117,7 +134,7 @@ class Run:
     def _trainer_state(self) -> dict:
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.world.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -125,11 +142,13 @@ class Run:
             "python_rng": random.getstate(),
         }
 
-    def _restore(self) -> None:
+    def _load_checkpoint(self) -> tuple[Path, dict]:
         path = checkpoint.latest(self.run_dir)
-        state = checkpoint.load(path, self.model)
+        return path, checkpoint.load(path, self.model)
+
+    def _restore(self, path: Path, state: dict) -> None:
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.world.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
         except ValueError as exc:
@@ -139,7 +158,8 @@ class Run:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         random.setstate(state["python_rng"])
         self.step = state["step"]
-        self._truncate_metrics(self.step)
+        if self.world.is_main:
+            self._truncate_metrics(self.step)
         self.log(f"resumed from {path} at step {self.step}")
 
     def _truncate_metrics(self, step: int) -> None:
@@ -151,6 +171,8 @@ class Run:
 
     # -- events and output ------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
+        if not self.world.is_main:
+            return
         (self._bar.write if self._bar is not None else print)(message, file=sys.stderr)
 
     def _emit(self, event: str, *args) -> None:
@@ -160,6 +182,8 @@ class Run:
                 handler(self, *args)
 
     def _record(self, record: dict) -> None:
+        if not self.world.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -174,15 +198,20 @@ class Run:
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step over ``grad_accum_steps`` micro-batches. Returns (mean loss per item, tokens seen)."""
-        cfg = self.train_cfg
+        cfg, world = self.train_cfg, self.world
         self.model.train()
-        batches = (self._batch(self.train_blocks[self.sampler.next_batch(cfg.batch_size)])
-                   for _ in range(cfg.grad_accum_steps))
-        loss_sum, items, tokens = accumulate_gradients(self.model, self.objective, batches, self._autocast)
+        # Every rank draws the same global micro-batch and trains on its slice: the data position stays the same on
+        # every rank, and the step equals a single process's with batch_size x ranks.
+        mine = slice(world.rank * cfg.batch_size, (world.rank + 1) * cfg.batch_size)
+        batches = [self._batch(self.train_blocks[self.sampler.next_batch(cfg.batch_size * world.size)[mine]])
+                   for _ in range(cfg.grad_accum_steps)]
+        loss_sum, items, tokens = accumulate_gradients(self.train_model, self.objective, batches, self._autocast,
+                                                       world)
         params = [p for p in self.model.parameters() if p.grad is not None]
         self.last_grad_norm = None
         if cfg.clip_grad_norm is not None:
-            self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            self.last_grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -215,10 +244,15 @@ class Run:
         targets = self.val_blocks[: cfg.eval_batches * cfg.batch_size, 1:].flatten()
         return float(-log_probs[targets].mean())
 
-    def save_checkpoint(self) -> Path:
-        path = checkpoint.save(self.run_dir, self.step, self.model, self._trainer_state(),
-                               self.train_cfg.keep_checkpoints, meta={"block_size": self.data.block_size})
-        self._emit("on_checkpoint_saved", path)
+    def save_checkpoint(self) -> Path | None:
+        """Rank 0 writes the checkpoint (the full state is gathered from every rank first); returns its path there."""
+        weights, state = self.world.checkpoint_weights(self.model), self._trainer_state()
+        path = None
+        if self.world.is_main:
+            path = checkpoint.save(self.run_dir, self.step, weights, state, self.train_cfg.keep_checkpoints,
+                                   meta={"block_size": self.data.block_size})
+            self._emit("on_checkpoint_saved", path)
+        self.world.barrier()  # no rank runs ahead of a checkpoint that is not on disk yet
         return path
 
     def train(self) -> dict:
@@ -232,8 +266,8 @@ class Run:
                  f"unigram baseline val loss {baseline:.3f}")
         self._emit("on_run_start")
         last_eval: dict = {}
-        self._bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
-                         dynamic_ncols=True, file=sys.stderr,
+        self._bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.world.is_main),
+                         unit="step", dynamic_ncols=True, file=sys.stderr,
                          mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
         try:
             window_start, window_tokens = time.perf_counter(), 0
@@ -281,5 +315,7 @@ class Run:
             ids = generate(self.model, prompt, cfg.sample_tokens, generator=generator, device=self.device, **how)
             texts.append(f"--- {title} ---\n{self.tokenizer.decode(ids)}\n")
         output = "".join(texts)
+        if not self.world.is_main:
+            return
         checkpoint.write_atomically(self.run_dir / "samples.txt", output)
         self.log(f"samples (prompt {cfg.sample_prompt!r}), saved to {self.run_dir / 'samples.txt'}:\n{output}")
