@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterator
@@ -161,6 +162,9 @@ def init(config: DistributedConfig, device: str) -> World:
     """Join the job torchrun started (nccl on CUDA, gloo on CPU); a process not started by torchrun is alone."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
+        if config.strategy != "none":
+            print(f"hookformer: train.distributed.strategy is {config.strategy}, but this is one process (not started "
+                  f"by torchrun or --nproc): training without data parallelism", file=sys.stderr)
         return World()
     if config.strategy == "none":
         raise ConfigError(f"{size} processes were started (WORLD_SIZE={size}) but train.distributed.strategy is "
