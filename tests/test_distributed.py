@@ -4,6 +4,7 @@ config that differs between ranks ends the job with a message instead of a hang.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -135,8 +136,9 @@ def test_a_two_rank_run_resumes_with_the_same_losses_on_two_ranks_or_one(workdir
 def test_a_dead_rank_ends_the_job_with_a_message_naming_it(workdir):
     done = train(workdir, "dead", "ddp", 2, fault="1:die:3", timeout=90)
     assert done.returncode != 0
-    root_cause = done.stderr.split("Root Cause (first observed failure):")[1]
-    assert "rank      : 1 (local_rank: 1)" in root_cause and "exitcode  : 3" in root_cause
+    # torchrun's failure summary lists the dead rank with its exit code. It is not always the "root cause": rank 0
+    # may report its broken connection first.
+    assert re.search(r"rank\s+: 1 \(local_rank: 1\)\n\s+exitcode\s+: 3\b", done.stderr), done.stderr[-3000:]
 
 
 def test_a_config_that_differs_between_ranks_is_refused_at_start(workdir):
