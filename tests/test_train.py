@@ -143,8 +143,10 @@ def test_an_existing_run_directory_is_never_overwritten_or_damaged(tmp_path, cor
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
-def test_debug_shows_the_traceback(tmp_path, corpus):
-    with pytest.raises(Exception):
+def test_debug_raises_the_error_with_its_traceback(tmp_path, corpus):
+    from hookformer.core.errors import DataError
+
+    with pytest.raises(DataError, match="block_size"):
         main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r"), "--debug",
               "--set", "data.block_size=100000"])
 
