@@ -80,10 +80,33 @@ def cpu_table(repeats: int) -> None:
         print(f"{t:>6} | {cells} | {speedup:>11.2f}x | {memory:>16.3f}x")
 
 
-def gpu_table() -> None:
+def _gpu_row(flash, b: int, h: int, t: int, d: int, causal: bool) -> list[tuple[float, float]]:
+    """TFLOP/s (forward, forward+backward) of triton_flash and of SDPA's flash backend on one shape."""
     import torch
     import triton.testing
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    grad = torch.randn_like(q)
+    flops = 4 * b * h * t * t * d * (0.5 if causal else 1.0)
+
+    def ours():
+        return flash(q, k, v, causal=causal)
+
+    def sdpa():
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    row = []
+    for fn in (ours, sdpa):
+        fwd_ms = triton.testing.do_bench(fn)
+        both_ms = triton.testing.do_bench(lambda: fn().backward(grad), grad_to_none=[q, k, v])
+        row.append((flops / fwd_ms / 1e9, 3.5 * flops / both_ms / 1e9))  # backward = 2.5x forward
+    return row
+
+
+def gpu_table() -> None:
+    import torch
 
     if not torch.cuda.is_available():
         print("GPU table: skipped (no CUDA device)")
@@ -97,28 +120,9 @@ def gpu_table() -> None:
     for d in (64, 128):
         for t in (1024, 2048, 4096, 8192, 16384):
             for causal in (False, True):
-                b, h = max(1, tokens // t), 16
-                q, k, v = (torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                           for _ in range(3))
-                grad = torch.randn_like(q)
-                flops = 4 * b * h * t * t * d * (0.5 if causal else 1.0)
-
-                def ours():
-                    return flash(q, k, v, causal=causal)
-
-                def sdpa():
-                    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-                row = []
-                for fn in (ours, sdpa):
-                    fwd_ms = triton.testing.do_bench(fn)
-                    both_ms = triton.testing.do_bench(lambda: fn().backward(grad), grad_to_none=[q, k, v])
-                    row.append((flops / fwd_ms / 1e9, 3.5 * flops / both_ms / 1e9))  # backward = 2.5x forward
-                (of, ob), (sf, sb) = row
+                (of, ob), (sf, sb) = _gpu_row(flash, max(1, tokens // t), 16, t, d, causal)
                 print(f"{d:>4} {t:>6} {str(causal):>6} | {of:>9.1f} {sf:>9.1f} {of / sf:>6.2f} | "
                       f"{ob:>9.1f} {sb:>9.1f} {ob / sb:>6.2f}")
-                del q, k, v, grad
                 torch.cuda.empty_cache()
 
 
