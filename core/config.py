@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,7 @@ PART_SECTIONS = {
     "data": "data",
 }
 #: Config sections that hold a list of parts.
-LIST_SECTIONS = {"metrics": "metric", "callbacks": "callback"}
+LIST_SECTIONS = {"metrics": "metric", "callbacks": "callback", "cleaning": "cleaner"}
 SECTIONS = (*PART_SECTIONS, *LIST_SECTIONS, "train")
 
 
@@ -97,12 +97,14 @@ class RunConfig:
     callbacks: list[PartChoice]
     train: TrainConfig
     catalog: Any = None
+    cleaning: list[PartChoice] = field(default_factory=list)
 
     def dump(self) -> dict:
         """The resolved config, every default filled in: what ``config.yaml`` in the run directory holds."""
         out: dict[str, Any] = {section: choice.dump() for section, choice in self.parts.items()}
         out["metrics"] = [choice.dump() for choice in self.metrics]
         out["callbacks"] = [choice.dump() for choice in self.callbacks]
+        out["cleaning"] = [choice.dump() for choice in self.cleaning]
         out["train"] = self.train.model_dump(mode="json")
         return out
 
@@ -248,4 +250,4 @@ def validate(raw: dict, catalog) -> RunConfig:
     if errors:
         count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
         raise ConfigError(f"invalid config ({count}): " + "; ".join(e.rstrip(".") for e in errors) + ".")
-    return RunConfig(parts, lists["metrics"], lists["callbacks"], train, catalog)
+    return RunConfig(parts, lists["metrics"], lists["callbacks"], train, catalog, cleaning=lists["cleaning"])

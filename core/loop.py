@@ -89,6 +89,7 @@ class Run:
         ctx = self.ctx = BuildContext(run_dir=self.run_dir, catalog=self.config.catalog, device=self.device,
                                       seed=cfg.seed, train=cfg, total_steps=cfg.max_steps)
         self.log("preparing data")
+        ctx.cleaners = [choice.build(ctx) for choice in self.config.cleaning]
         with self.world.main_first():  # rank 0 writes the data cache and trains the tokenizer; the others load them
             ctx.data = self.data = parts["data"].build(ctx)
             ctx.block_size = self.data.block_size

@@ -7,7 +7,7 @@ a part is built, through the ``factory`` reference ("module:attribute").
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
@@ -23,6 +23,7 @@ STAGES = (
     "scheduler",
     "metric",
     "data",
+    "cleaner",
     "callback",
 )
 
@@ -86,6 +87,7 @@ class BuildContext:
     device: str = "cpu"
     seed: int = 0
     train: Any = None  # the validated ``train`` section (TrainConfig)
+    cleaners: list = field(default_factory=list)  # the built ``cleaning`` chain, in config order
     data: "DataSource | None" = None
     tokenizer: "Tokenizer | None" = None
     block_size: int | None = None
@@ -191,6 +193,24 @@ class DataSource(Protocol):
     def texts(self) -> Iterator[str]: ...
 
     def prepare(self, tokenizer: Tokenizer) -> dict: ...
+
+
+class Cleaner(Protocol):
+    """Stage ``cleaner``: one step of the ``cleaning`` chain, applied to the documents in the order the config lists
+    the steps, before tokenization.
+
+    ``__call__(texts)`` takes a batch of documents and returns a list of the same length: each document's cleaned
+    text, or ``None`` where the document is removed. A step that keeps state across batches (deduplication) sets
+    ``stateful = True``: the chain then runs it in one process, over the documents in their order; a stateless step
+    may run in several processes. ``fingerprint()`` is a stable string of what the step does (its options), part
+    of the data cache key.
+    """
+
+    stateful: bool
+
+    def __call__(self, texts: list[str]) -> list[str | None]: ...
+
+    def fingerprint(self) -> str: ...
 
 
 class Callback(Protocol):
