@@ -25,7 +25,7 @@ from hookformer.core.distributed import World
 from hookformer.core.errors import CheckpointError, HookformerError
 from hookformer.core.generate import generate
 from hookformer.core.parts import BuildContext
-from hookformer.core.sampler import BlockSampler
+from hookformer.core.sampler import TableStream, as_table, table_rows
 
 
 def resolve_device(name: str) -> str:
@@ -53,7 +53,8 @@ def accumulate_gradients(model, objective, batches: list[dict], autocast=context
             result.loss_sum.backward()
         loss_sum += float(result.loss_sum.detach())
         items += result.num_items
-        tokens += batch["input_ids"].numel()
+        mask = batch.get("attention_mask")
+        tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
     loss_sum, items, tokens = world.sum(loss_sum, items, tokens)
     grads = [param.grad for param in model.parameters() if param.grad is not None]
     torch._foreach_div_(grads, max(1.0, items) / world.size)
@@ -94,8 +95,13 @@ class Run:
             ctx.data = self.data = parts["data"].build(ctx)
             ctx.block_size = self.data.block_size
             ctx.tokenizer = self.tokenizer = parts["tokenizer"].build(ctx)
-            blocks = self.data.prepare(self.tokenizer)
-        self.train_blocks, self.val_blocks = blocks["train"], blocks["validation"]
+            splits = self.data.prepare(self.tokenizer)
+        ctx.label_names = getattr(self.data, "label_names", None)
+        # A table is drawn from in seeded order; a streaming source hands over its own resumable stream.
+        train = splits["train"]
+        self.train_table = None if hasattr(train, "next_batch") else as_table(train)
+        self.train_stream = train if self.train_table is None else TableStream(self.train_table, cfg.seed)
+        self.val_table = as_table(splits["validation"])
         ctx.attention = self.attention = self._attention(ctx)
         ctx.model = self.model = parts["model"].build(ctx).to(self.device)
         self.objective = parts["objective"].build(ctx)
@@ -107,7 +113,6 @@ class Run:
         self.scheduler = parts["scheduler"].build(ctx)
         self.metrics = [choice.build(ctx) for choice in self.config.metrics]
         self.callbacks = [choice.build(ctx) for choice in self.config.callbacks] if self.world.is_main else []
-        self.sampler = BlockSampler(len(self.train_blocks), cfg.seed)
         if saved is not None:
             self._restore(*saved)
         # Written only once everything is assembled (and restored), so a failed start leaves an existing run as it
@@ -130,14 +135,14 @@ class Run:
         devices = [torch.device(self.device).index or 0] if self.device == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             self.model.train()
-            self.objective(self.model, self._batch(self.train_blocks[:1]))
+            self.objective(self.model, self._batch(table_rows(self.val_table, slice(0, 1))))
 
     def _trainer_state(self) -> dict:
         return {
             "step": self.step,
             "optimizer": self.world.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            "data_position": self.train_stream.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": random.getstate(),
@@ -151,7 +156,7 @@ class Run:
         try:
             self.world.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.sampler.load_state_dict(state["sampler"])
+            self.train_stream.load_state_dict(state["data_position"])
         except ValueError as exc:
             raise CheckpointError(f"cannot resume from {path}: {exc}.") from None
         torch.set_rng_state(state["torch_rng"])
@@ -194,8 +199,8 @@ class Run:
         return torch.autocast(device_type=self.device, dtype=torch.bfloat16)
 
     # -- training ---------------------------------------------------------------------------------------------
-    def _batch(self, blocks: torch.Tensor) -> dict:
-        return {"input_ids": blocks.to(self.device, non_blocking=True)}
+    def _batch(self, rows: dict) -> dict:
+        return {name: tensor.to(self.device, non_blocking=True) for name, tensor in rows.items()}
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step over ``grad_accum_steps`` micro-batches. Returns (mean loss per item, tokens seen)."""
@@ -204,7 +209,7 @@ class Run:
         # Every rank draws the same global micro-batch and trains on its slice: the data position stays the same on
         # every rank, and the step equals a single process's with batch_size x ranks.
         mine = slice(world.rank * cfg.batch_size, (world.rank + 1) * cfg.batch_size)
-        batches = [self._batch(self.train_blocks[self.sampler.next_batch(cfg.batch_size * world.size)[mine]])
+        batches = [self._batch(table_rows(self.train_stream.next_batch(cfg.batch_size * world.size), mine))
                    for _ in range(cfg.grad_accum_steps)]
         loss_sum, items, tokens = accumulate_gradients(self.train_model, self.objective, batches, self._autocast,
                                                        world)
@@ -226,8 +231,9 @@ class Run:
         self.model.eval()
         for metric in self.metrics:
             metric.reset()
-        for start in range(0, min(len(self.val_blocks), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
-            batch = self._batch(self.val_blocks[start:start + cfg.batch_size])
+        for start in range(0, min(len(self.val_table["input_ids"]), cfg.eval_batches * cfg.batch_size),
+                           cfg.batch_size):
+            batch = self._batch(table_rows(self.val_table, slice(start, start + cfg.batch_size)))
             with self._autocast():
                 result = self.objective(self.model, batch)
             for metric in self.metrics:
@@ -237,13 +243,15 @@ class Run:
             values.update({f"val_{key}": value for key, value in metric.compute().items()})
         return values
 
-    def unigram_baseline(self) -> float:
-        """Validation loss of the best model that ignores context: training-set token frequencies (add-one)."""
-        counts = torch.bincount(self.train_blocks.flatten(), minlength=self.tokenizer.vocab_size).double() + 1.0
-        log_probs = counts.log() - counts.sum().log()
+    def baselines(self) -> dict[str, float]:
+        """What the objective scores without looking at the input (see the Objective protocol), on the evaluation
+        examples."""
+        baseline = getattr(self.objective, "baseline", None)
+        if baseline is None:
+            return {}
         cfg = self.train_cfg
-        targets = self.val_blocks[: cfg.eval_batches * cfg.batch_size, 1:].flatten()
-        return float(-log_probs[targets].mean())
+        evaluated = table_rows(self.val_table, slice(0, cfg.eval_batches * cfg.batch_size))
+        return baseline(self.train_table if self.train_table is not None else self.train_stream, evaluated)
 
     def save_checkpoint(self) -> Path | None:
         """Rank 0 writes the checkpoint (the full state is gathered from every rank first); returns its path there."""
@@ -259,12 +267,13 @@ class Run:
     def train(self) -> dict:
         cfg = self.train_cfg
         n_params = sum(p.numel() for p in self.model.parameters())
-        baseline = self.unigram_baseline()
+        baselines = self.baselines()
         if not self.resume:
-            self._record({"step": 0, "unigram_val_loss": baseline, "parameters": n_params})
-        self.log(f"model: {n_params / 1e6:.2f}M parameters; data: {len(self.train_blocks)} train / "
-                 f"{len(self.val_blocks)} validation blocks of {self.data.block_size} tokens; device {self.device}; "
-                 f"unigram baseline val loss {baseline:.3f}")
+            self._record({"step": 0, **baselines, "parameters": n_params})
+        train_size = f"{len(self.train_table['input_ids'])}" if self.train_table is not None else "streamed"
+        self.log(f"model: {n_params / 1e6:.2f}M parameters; data: {train_size} train / "
+                 f"{len(self.val_table['input_ids'])} validation examples of {self.data.block_size} tokens; device "
+                 f"{self.device}" + "".join(f"; baseline {k} {v:.3f}" for k, v in baselines.items()))
         self._emit("on_run_start")
         last_eval: dict = {}
         self._bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.world.is_main),
@@ -300,7 +309,7 @@ class Run:
             self._bar = None
         self.write_samples()
         self._emit("on_run_end")
-        return {"step": self.step, "unigram_val_loss": baseline, **last_eval}
+        return {"step": self.step, **baselines, **last_eval}
 
     def write_samples(self) -> None:
         cfg = self.train_cfg

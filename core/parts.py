@@ -90,6 +90,7 @@ class BuildContext:
     cleaners: list = field(default_factory=list)  # the built ``cleaning`` chain, in config order
     data: "DataSource | None" = None
     tokenizer: "Tokenizer | None" = None
+    label_names: list[str] | None = None  # class names of labeled data (index = label id), from the data part
     block_size: int | None = None
     attention: "AttentionKernel | None" = None
     model: Any = None  # torch.nn.Module
@@ -162,9 +163,49 @@ class ObjectiveResult:
 
 class Objective(Protocol):
     """Stage ``objective``: ``objective(model, batch) -> ObjectiveResult``. ``batch`` is a dict of tensors with at
-    least ``input_ids`` (B, T); the data stage may add ``attention_mask`` and other fields."""
+    least ``input_ids`` (B, T); the data stage may add ``attention_mask`` and other fields (see
+    :data:`MODEL_INPUTS`; pass them to the model with :func:`model_inputs`).
+
+    An objective that needs a task head attaches it to the model when it is built (``ctx.model.add_head``, see
+    :class:`Model`), so the head is trained, checkpointed and loaded with the rest of the model.
+
+    Optional: ``baseline(train, validation) -> dict[str, float]``, the scores of a model that ignores the input (the
+    unigram loss for language modeling, the majority class for classification), given the examples tables (or the
+    training stream) of the run. Keys ending in ``_val_loss`` are drawn as baselines in the loss curve.
+    """
 
     def __call__(self, model, batch: dict) -> ObjectiveResult: ...
+
+
+#: Batch fields that are model inputs besides ``input_ids``: ``attention_mask`` (B, T) 1 on real tokens,
+#: ``token_type_ids`` (B, T) segment ids, ``document_ids`` (B, T) the document each token of a packed block comes
+#: from (attention then stays inside a document).
+MODEL_INPUTS = ("attention_mask", "token_type_ids", "document_ids")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keyword arguments of a model call for ``batch``: the :data:`MODEL_INPUTS` fields it has."""
+    return {name: batch[name] for name in MODEL_INPUTS if name in batch}
+
+
+class Model(Protocol):
+    """Stage ``model``: a ``torch.nn.Module``.
+
+    ``model(input_ids, attention_mask=None, *, token_type_ids=None, document_ids=None, heads=None)``: with
+    ``heads=None`` it returns the language-model logits (B, T, vocab). With a list of head names it returns a dict
+    ``{name: output}``: ``"hidden"`` is the final hidden states (B, T, d_model), ``"lm"`` the logits, any other
+    name a head attached with ``add_head``. One forward pass computes every head asked for, so objectives that are
+    combined share it. A model may leave out inputs it does not support, and must then refuse them.
+
+    ``add_head(name, module)`` attaches a task head: ``module(hidden, attention_mask) -> Tensor``; its parameters
+    are named ``heads.<name>.*`` (the engine trains them at ``train.head_lr`` and loads pretrained weights without
+    them). ``d_model`` is the width of the hidden states, ``max_seq_len`` the longest input.
+    """
+
+    d_model: int
+    max_seq_len: int
+
+    def add_head(self, name: str, module) -> None: ...
 
 
 class Metric(Protocol):
@@ -177,14 +218,31 @@ class Metric(Protocol):
     def compute(self) -> dict[str, float]: ...
 
 
+class BatchStream(Protocol):
+    """Training batches in a resumable order. ``next_batch(n)`` returns the next ``n`` examples as a dict of tensors
+    (the same fields as an examples table); ``state_dict()`` is saved in every checkpoint and ``load_state_dict``
+    continues exactly where it was taken, so a resumed run sees the batches the uninterrupted run would have seen."""
+
+    def next_batch(self, batch_size: int) -> dict: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
 class DataSource(Protocol):
     """Stage ``data``. Reads the corpus, hands raw training text to tokenizer training, then tokenizes and packs.
 
     ``texts()`` yields raw training documents (used to train a tokenizer that has no model file yet; validation
     documents are never in it).
-    ``prepare(tokenizer)`` returns ``{"train": LongTensor (N, block_size), "validation": LongTensor (M, block_size)}``:
-    packed blocks of token ids with the tokenizer's end-of-document token after each document.
+    ``prepare(tokenizer)`` returns ``{"train": ..., "validation": ...}``. Each split is an *examples table*: a dict
+    of tensors with the same first dimension, at least ``input_ids`` (N, T) (a bare tensor is taken as
+    ``{"input_ids": tensor}``); the engine draws training batches from the table in a seeded, resumable order. The
+    training split may instead be a :class:`BatchStream` (streaming sources). Packed language-modeling data holds
+    blocks of ``block_size`` token ids with the tokenizer's end-of-document token after each document; labeled data
+    adds ``attention_mask``, ``labels`` and other fields its objective reads.
     ``report`` is a dict of what was read, replaced and dropped (it is written to the run directory).
+    Optional: ``label_names``, the class names of labeled data (index = label id), given to metrics and heads.
     """
 
     block_size: int

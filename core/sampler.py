@@ -1,4 +1,5 @@
-"""The order in which training blocks are visited: a seeded permutation per epoch, with a resumable position."""
+"""The order in which training examples are visited: a seeded permutation per epoch, with a resumable position;
+and the examples table (a dict of tensors with one row per example) that data parts hand to the engine."""
 
 from __future__ import annotations
 
@@ -43,3 +44,37 @@ class BlockSampler:
         self.seed = state["seed"]
         self.epoch, self.index = state["epoch"], state["index"]
         self._order = self._permutation(self.epoch)
+
+
+def as_table(split) -> dict[str, torch.Tensor]:
+    """A data split as an examples table: a bare tensor becomes ``{"input_ids": tensor}``; every field must have the
+    same number of rows."""
+    table = {"input_ids": split} if isinstance(split, torch.Tensor) else dict(split)
+    if "input_ids" not in table:
+        raise ValueError(f"an examples table needs an input_ids field; it has: {', '.join(table) or 'nothing'}")
+    rows = {name: len(tensor) for name, tensor in table.items()}
+    if len(set(rows.values())) != 1:
+        raise ValueError(f"the fields of an examples table must have the same number of rows, got {rows}")
+    return table
+
+
+def table_rows(table: dict[str, torch.Tensor], index) -> dict[str, torch.Tensor]:
+    """The rows ``index`` (a slice or index tensor) of every field of an examples table."""
+    return {name: tensor[index] for name, tensor in table.items()}
+
+
+class TableStream:
+    """A :class:`~hookformer.core.parts.BatchStream` over an examples table, in :class:`BlockSampler` order."""
+
+    def __init__(self, table: dict[str, torch.Tensor], seed: int):
+        self.table = table
+        self.sampler = BlockSampler(len(table["input_ids"]), seed)
+
+    def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        return table_rows(self.table, self.sampler.next_batch(batch_size))
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)

@@ -53,7 +53,7 @@ def test_clm_loss_is_the_summed_next_token_cross_entropy_over_unpadded_targets()
     ids = torch.randint(0, 50, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.bool)
     mask[1, 6:] = False
-    result = CausalLM(CLMOptions())(model, {"input_ids": ids, "attention_mask": mask})
+    result = CausalLM(CLMOptions(), vocab_size=50)(model, {"input_ids": ids, "attention_mask": mask})
     assert result.num_items == 9 + 5
     logits = model(ids, mask)
     expected = sum(torch.nn.functional.cross_entropy(logits[i, : n], ids[i, 1: n + 1], reduction="sum")
@@ -66,7 +66,7 @@ def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8():
     mask = torch.ones(8, 16, dtype=torch.bool)
     for row, length in enumerate([16, 3, 9, 16, 5, 12, 2, 7]):  # unequal item counts per micro-batch
         mask[row, length:] = False
-    objective = CausalLM(CLMOptions())
+    objective = CausalLM(CLMOptions(), vocab_size=50)
 
     def grads(split):
         model = tiny_model(dropout=0.0)

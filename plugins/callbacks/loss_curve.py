@@ -37,9 +37,11 @@ class LossCurve:
             ax.plot(*zip(*train), label="train loss", linewidth=1.2)
         if val:
             ax.plot(*zip(*val), "o-", label="validation loss", linewidth=1.5)
-        baseline = next((r["unigram_val_loss"] for r in records if "unigram_val_loss" in r), None)
-        if baseline is not None:
-            ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="unigram baseline")
+        # Baselines (Objective.baseline) are on the first record: e.g. unigram_val_loss.
+        baselines = {key: value for key, value in (records[0] if records else {}).items() if key.endswith("_val_loss")}
+        for (key, value), style in zip(sorted(baselines.items()), ("--", ":", "-.")):
+            ax.axhline(value, color="gray", linestyle=style, linewidth=1,
+                       label=key.removesuffix("_val_loss").replace("_", " ") + " baseline")
         if self.options.log_y:
             ax.set_yscale("log")
         ax.set_xlabel("step")

@@ -26,6 +26,10 @@ class TransformerOptions(PartOptions):
     max_seq_len: int | None = Field(None, gt=0, description="longest sequence; null means the data block size")
     vocab_size: int | None = Field(None, gt=0, description="null means the tokenizer's vocabulary size")
     tie_embeddings: bool = Field(True, description="share the input embedding with the output projection")
+    type_vocab_size: int = Field(0, ge=0, description="segment (token-type) embeddings, e.g. 2 for BERT-style "
+                                 "sentence pairs; 0: none (token_type_ids are then refused)")
+    pooler: bool = Field(False, description="add the head \"pooled\": tanh(dense(first token's hidden state)), the "
+                         "BERT pooled output that sentence-level heads can read")
     bias: bool = Field(True, description="biases in linear layers and norms")
     norm_eps: float = Field(1e-5, gt=0.0)
 
@@ -46,11 +50,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(opts.d_model, 3 * opts.d_model, bias=opts.bias)
         self.proj = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
 
-    def forward(self, x, key_padding_mask=None):
+    def forward(self, x, key_padding_mask=None, document_ids=None):
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        # Only a kernel that declares document masks is handed document_ids (see AttentionKernel).
+        extra = {} if document_ids is None else {"document_ids": document_ids}
         y = self.attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
-                           dropout_p=self.dropout if self.training else 0.0)
+                           dropout_p=self.dropout if self.training else 0.0, **extra)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
@@ -76,8 +82,8 @@ class Block(nn.Module):
         self.mlp = MLP(opts)
         self.drop = nn.Dropout(opts.dropout)
 
-    def forward(self, x, key_padding_mask=None):
-        x = x + self.drop(self.attn(self.norm1(x), key_padding_mask))
+    def forward(self, x, key_padding_mask=None, document_ids=None):
+        x = x + self.drop(self.attn(self.norm1(x), key_padding_mask, document_ids))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -90,15 +96,30 @@ def sinusoidal_table(length: int, width: int) -> torch.Tensor:
     return table
 
 
+class FirstTokenPooler(nn.Module):
+    """The BERT pooled output: tanh(dense(hidden state of the first token))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+
+    def forward(self, hidden, attention_mask=None):
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
 class Transformer(nn.Module):
-    """Token embedding + positions -> blocks -> final norm -> vocabulary logits."""
+    """Token embedding (+ segment embedding) + positions -> blocks -> final norm -> heads: the language-model head,
+    plus any task heads attached with ``add_head`` (see the Model protocol in hookformer.core.parts)."""
 
     def __init__(self, opts: TransformerOptions, attention, vocab_size: int, max_seq_len: int):
         super().__init__()
         self.opts = opts
         self.vocab_size = vocab_size
         self.max_seq_len = max_seq_len
+        self.d_model = opts.d_model
         self.tok_emb = nn.Embedding(vocab_size, opts.d_model)
+        if opts.type_vocab_size:
+            self.type_emb = nn.Embedding(opts.type_vocab_size, opts.d_model)
         if opts.positions == "learned":
             self.pos_emb = nn.Embedding(max_seq_len, opts.d_model)
         else:
@@ -109,6 +130,9 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(opts.d_model, vocab_size, bias=False)
         if opts.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+        self.heads = nn.ModuleDict()
+        if opts.pooler:
+            self.add_head("pooled", FirstTokenPooler(opts.d_model))
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer) so the residual stream does not grow with depth.
         for name, param in self.named_parameters():
@@ -124,12 +148,23 @@ class Transformer(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden_states(self, input_ids, attention_mask=None):
+    def add_head(self, name: str, module: nn.Module) -> None:
+        """Attach a task head ``module(hidden, attention_mask)``; its parameters are named ``heads.<name>.*``."""
+        if name in ("hidden", "lm") or name in self.heads:
+            raise ValueError(f'the model already has a head named "{name}"')
+        self.heads[name] = module.to(self.tok_emb.weight.device)
+
+    def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None, document_ids=None):
         """(B, T) ids -> (B, T, d_model) after the final norm. ``attention_mask``: (B, T), True/1 on real tokens."""
         t = input_ids.shape[1]
         if t > self.max_seq_len:
             raise ValueError(f"sequence of {t} tokens is longer than the model's max_seq_len {self.max_seq_len}")
         x = self.tok_emb(input_ids)
+        if token_type_ids is not None:
+            if not self.opts.type_vocab_size:
+                raise ValueError("the batch has token_type_ids, but the model has no segment embeddings; set "
+                                 "model.type_vocab_size (e.g. 2 for sentence pairs)")
+            x = x + self.type_emb(token_type_ids)
         if self.opts.positions == "learned":
             x = x + self.pos_emb(torch.arange(t, device=input_ids.device))
         else:
@@ -137,12 +172,23 @@ class Transformer(nn.Module):
         x = self.drop(x)
         key_padding_mask = attention_mask.bool() if attention_mask is not None else None
         for block in self.blocks:
-            x = block(x, key_padding_mask)
+            x = block(x, key_padding_mask, document_ids)
         return self.norm(x)
 
-    def forward(self, input_ids, attention_mask=None):
-        """(B, T) ids -> (B, T, vocab) logits."""
-        return self.lm_head(self.hidden_states(input_ids, attention_mask))
+    def forward(self, input_ids, attention_mask=None, *, token_type_ids=None, document_ids=None, heads=None):
+        """(B, T) ids -> (B, T, vocab) logits; with ``heads``, a dict of the named heads' outputs."""
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids, document_ids)
+        if heads is None:
+            return self.lm_head(hidden)
+        outputs = {}
+        for name in heads:
+            if name == "hidden":
+                outputs[name] = hidden
+            elif name == "lm":
+                outputs[name] = self.lm_head(hidden)
+            else:
+                outputs[name] = self.heads[name](hidden, attention_mask)
+        return outputs
 
 
 def build(options: TransformerOptions, ctx) -> Transformer:

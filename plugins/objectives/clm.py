@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from pydantic import Field
 
-from hookformer.core.parts import ObjectiveResult, PartOptions
+from hookformer.core.parts import ObjectiveResult, PartOptions, model_inputs
+from hookformer.plugins.objectives.baselines import unigram_val_loss
 
 IGNORE = -100
 
@@ -15,13 +16,14 @@ class CLMOptions(PartOptions):
 
 
 class CausalLM:
-    def __init__(self, options: CLMOptions):
+    def __init__(self, options: CLMOptions, vocab_size: int):
         self.label_smoothing = options.label_smoothing
+        self.vocab_size = vocab_size
 
     def __call__(self, model, batch: dict) -> ObjectiveResult:
         input_ids = batch["input_ids"]
         attention_mask = batch.get("attention_mask")
-        logits = model(input_ids, attention_mask)[:, :-1]
+        logits = model(input_ids, **model_inputs(batch))[:, :-1]
         targets = input_ids[:, 1:]
         if attention_mask is not None:
             targets = targets.masked_fill(~attention_mask[:, 1:].bool(), IGNORE)
@@ -30,6 +32,9 @@ class CausalLM:
         num_items = int((targets != IGNORE).sum())
         return ObjectiveResult(loss_sum, num_items, logits=logits, targets=targets, ignore_index=IGNORE)
 
+    def baseline(self, train, validation: dict) -> dict[str, float]:
+        return unigram_val_loss(train, validation, self.vocab_size)
+
 
 def build(options: CLMOptions, ctx) -> CausalLM:
-    return CausalLM(options)
+    return CausalLM(options, ctx.tokenizer.vocab_size)

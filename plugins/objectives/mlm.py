@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from hookformer.core.parts import ObjectiveResult, PartOptions
+from hookformer.core.parts import ObjectiveResult, PartOptions, model_inputs
+from hookformer.plugins.objectives.baselines import unigram_val_loss
 
 IGNORE = -100
 
@@ -33,6 +34,7 @@ class MLMOptions(PartOptions):
 class MaskedLM:
     def __init__(self, options: MLMOptions, vocab_size: int, special_ids: set[int], mask_id: int):
         self.options = options
+        self.vocab_size = vocab_size
         self.mask_id = mask_id
         self.special = torch.tensor(sorted(special_ids))
         self.regular = torch.tensor([i for i in range(vocab_size) if i not in special_ids])
@@ -61,11 +63,14 @@ class MaskedLM:
         attention_mask = batch.get("attention_mask")
         generator = None if model.training else torch.Generator().manual_seed(self.options.eval_seed)
         inputs, targets = self.mask(batch["input_ids"], attention_mask, generator)
-        logits = model(inputs, attention_mask)
+        logits = model(inputs, **model_inputs(batch))
         loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                                    ignore_index=IGNORE, reduction="sum")
         return ObjectiveResult(loss_sum, int((targets != IGNORE).sum()), logits=logits, targets=targets,
                                ignore_index=IGNORE)
+
+    def baseline(self, train, validation: dict) -> dict[str, float]:
+        return unigram_val_loss(train, validation, self.vocab_size)
 
 
 def build(options: MLMOptions, ctx) -> MaskedLM:
