@@ -90,6 +90,7 @@ class BuildContext:
     cleaners: list = field(default_factory=list)  # the built ``cleaning`` chain, in config order
     data: "DataSource | None" = None
     tokenizer: "Tokenizer | None" = None
+    label_names: list[str] | None = None  # class names of a labeled data source, index = class id; else None
     block_size: int | None = None
     attention: "AttentionKernel | None" = None
     model: Any = None  # torch.nn.Module
