@@ -88,9 +88,9 @@ class EntityF1:
         inside = prefix != OUTSIDE
         row_start = torch.ones_like(inside)
         row_start[1:] = row[1:] != row[:-1]
-        # Position i continues the entity of i - 1 when both are in an entity of the same type, in the same row,
-        # and i is an I- tag; every other non-O position starts an entity.
-        continues = inside & (prefix == INSIDE) & inside.roll(1) & (kind == kind.roll(1)) & ~row_start
+        # Position i continues the entity of i - 1 when i is I-X, i - 1 is B-X or I-X of the same type (O's type
+        # -1 is no entity's) and in the same row; every other non-O position starts an entity.
+        continues = (prefix == INSIDE) & (kind == kind.roll(1)) & ~row_start
         starts = (inside & ~continues).nonzero().squeeze(1)
         # An entity ends where the next position does not continue it (row starts never continue, so the roll's
         # wrap-around from the last position to the first is harmless).
