@@ -15,4 +15,12 @@ def hookformer_parts():
                  factory=f"{_HERE}.perplexity:build"),
         PartSpec("metric", "accuracy", "share of items whose argmax prediction equals the target (val_accuracy)",
                  factory=f"{_HERE}.accuracy:build"),
+        PartSpec("metric", "f1", "precision, recall and F1, macro / micro / weighted over classes (val_f1, "
+                                 "val_precision, val_recall)",
+                 factory=f"{_HERE}.f1:build", options=f"{_HERE}.f1:F1Options"),
+        PartSpec("metric", "entity_f1", "entity-level F1 of BIO token tags, conlleval's convention (val_entity_f1, "
+                                        "val_entity_precision, val_entity_recall)",
+                 factory=f"{_HERE}.entity_f1:build"),
+        PartSpec("metric", "exact_match", "share of sequences whose every scored position is right (val_exact_match)",
+                 factory=f"{_HERE}.exact_match:build"),
     ]
