@@ -145,14 +145,16 @@ def read_records(path: Path, fmt: str, options: PromptResponseOptions, root: Pat
         return datasets.Dataset.from_dict({name: _jsonl_column(path, field, name, root)
                                            for name, field in fields.items()})
     with quiet_datasets():
+        # Converters keep each cell's text as written: no number parsing ("06" stays "06"), no empty cell as NaN.
         table = datasets.load_dataset("csv", data_files=[str(path)], split="train", cache_dir=hf_cache(root),
-                                      delimiter="\t" if fmt == "tsv" else ",", keep_default_na=False)
+                                      delimiter="\t" if fmt == "tsv" else ",", keep_default_na=False,
+                                      converters={field: str for field in fields.values()})
     missing = [f'"{field}" (data.{name}_field)' for name, field in fields.items() if field not in table.column_names]
     if missing:
         raise DataError(f"{path}: no column {' or '.join(missing)}; its header names: "
                         f"{', '.join(table.column_names)}")
     table = table.select_columns(list(fields.values()))
-    with quiet_datasets():  # a column of numbers is read as numbers: the text of each cell is wanted
+    with quiet_datasets():  # one string type for every file, so that files of several formats concatenate
         table = table.cast(datasets.Features({field: datasets.Value("string") for field in fields.values()}))
     return table.rename_columns({field: name for name, field in fields.items()})
 
