@@ -99,6 +99,10 @@ class SentenceSource:
         self._documents = documents
         self._seed = seed
 
+    def documents(self, split: str) -> Iterator[str]:
+        """The raw documents of ``split`` ("train" or "validation") that its examples are cut from."""
+        return self._documents.documents(split)
+
     def texts(self) -> Iterator[str]:
         """Raw training documents (to train a tokenizer); validation documents are never among them."""
         return self._documents.texts()
@@ -130,7 +134,7 @@ class SentenceSource:
         """The token ids of every sentence of every document of ``split`` (sentences that encode to nothing left
         out), tokenized in batches."""
         counts, sentences = [], []
-        for text in self._documents.documents(split):
+        for text in self.documents(split):
             parts = split_sentences(text)
             counts.append(len(parts))
             sentences += parts
