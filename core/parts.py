@@ -172,6 +172,22 @@ class Objective(Protocol):
     Optional: ``baseline(train, validation) -> dict[str, float]``, the scores of a model that ignores the input (the
     unigram loss for language modeling, the majority class for classification), given the examples tables (or the
     training stream) of the run. Keys ending in ``_val_loss`` are drawn as baselines in the loss curve.
+
+    Optional, the shared-forward extension, which lets objectives that are combined (objective ``combined``) train
+    from one forward pass:
+
+    - ``heads``: the names of the model outputs it reads (``"lm"``, ``"hidden"``, its task head...);
+    - ``transform(batch, training) -> batch`` (may be left out: no change): corrupt the inputs before the forward
+      pass, e.g. MLM masking. It returns a new dict; it may replace ``input_ids`` and add fields for its ``score``,
+      named after the objective (``mlm_targets``). ``training`` is ``model.training`` (evaluation may draw fixed
+      corruptions);
+    - ``score(outputs, batch) -> ObjectiveResult``: the result from ``outputs``, the dict of one forward pass over
+      the transformed batch with at least ``heads`` (``model(input_ids, **model_inputs(batch), heads=...)``).
+
+    With it, ``objective(model, batch)`` is ``score(model(transform(batch), heads), transform(batch))``
+    (``hookformer.plugins.objectives.forward.run``). Combined, the transforms apply in order to one batch, the model
+    runs once for every head asked for, and each part scores the outputs; an objective without the extension still
+    combines, with a forward pass of its own.
     """
 
     def __call__(self, model, batch: dict) -> ObjectiveResult: ...

@@ -14,4 +14,10 @@ def hookformer_parts():
         PartSpec("data", "builtin", "the Python documentation corpus shipped with CPython (pydoc topics and the "
                  "standard library's docstrings): no download", factory=f"{_HERE}.python_docs:build",
                  options=f"{_HERE}.python_docs:PythonDocsOptions"),
+        PartSpec("data", "sentences", "sentence-level examples (sop / nsp pairs, shuffled spans for sentence_order) "
+                 "from the documents of builtin or text", factory=f"{_HERE}.sentences:build",
+                 options=f"{_HERE}.sentences:SentencesOptions"),
+        PartSpec("data", "prompt_response", "prompt/response pairs from local JSONL, CSV or TSV files for "
+                 "supervised fine-tuning (objective sft)", factory=f"{_HERE}.prompt_response:build",
+                 options=f"{_HERE}.prompt_response:PromptResponseOptions"),
     ]

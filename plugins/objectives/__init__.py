@@ -13,4 +13,18 @@ def hookformer_parts():
                  factory=f"{_HERE}.clm:build", options=f"{_HERE}.clm:CLMOptions"),
         PartSpec("objective", "mlm", "masked language modeling (BERT): predict 15% of the tokens from both sides; "
                  "use with model.causal: false", factory=f"{_HERE}.mlm:build", options=f"{_HERE}.mlm:MLMOptions"),
+        PartSpec("objective", "sop", "sentence-order prediction (ALBERT): were the two segments swapped? Data: "
+                 "sentences with task: sop", factory=f"{_HERE}.sop:build_sop",
+                 options=f"{_HERE}.sop:SentencePairOptions"),
+        PartSpec("objective", "nsp", "next-sentence prediction (BERT): is the second segment from another "
+                 "document? Data: sentences with task: nsp", factory=f"{_HERE}.sop:build_nsp",
+                 options=f"{_HERE}.sop:SentencePairOptions"),
+        PartSpec("objective", "sentence_order", "sentence permutation: predict each shuffled sentence's original "
+                 "position at its first token. Data: sentences with task: permutation",
+                 factory=f"{_HERE}.sentence_order:build", options=f"{_HERE}.sentence_order:SentenceOrderOptions"),
+        PartSpec("objective", "combined", "a weighted sum of objectives (e.g. mlm + sop) from one forward pass",
+                 factory=f"{_HERE}.combined:build", options=f"{_HERE}.combined:CombinedOptions"),
+        PartSpec("objective", "sft", "supervised fine-tuning: next-token loss on the response tokens only (the "
+                 "batch's labels). Data: prompt_response", factory=f"{_HERE}.sft:build",
+                 options=f"{_HERE}.clm:CLMOptions"),
     ]

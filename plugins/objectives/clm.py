@@ -1,11 +1,17 @@
-"""Causal language modeling: the logits at position t predict the token at t + 1."""
+"""Causal language modeling: the logits at position t predict the token at t + 1.
+
+The same code scores supervised fine-tuning (objective ``sft``): there the targets are the batch's ``labels`` (the
+input ids with the positions that are not to be learned, the prompt and padding, set to -100) instead of the input
+ids themselves.
+"""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from pydantic import Field
 
-from hookformer.core.parts import ObjectiveResult, PartOptions, model_inputs
+from hookformer.core.parts import ObjectiveResult, PartOptions
+from hookformer.plugins.objectives import forward
 from hookformer.plugins.objectives.baselines import unigram_val_loss
 
 IGNORE = -100
@@ -16,15 +22,23 @@ class CLMOptions(PartOptions):
 
 
 class CausalLM:
-    def __init__(self, options: CLMOptions, vocab_size: int):
+    """Next-token cross-entropy. With ``labels_field`` the targets are that batch field (-100: not scored), else
+    the input ids; padding (``attention_mask`` 0) is never scored. Implements the shared-forward extension."""
+
+    heads = ("lm",)
+
+    def __init__(self, options: CLMOptions, vocab_size: int, labels_field: str | None = None):
         self.label_smoothing = options.label_smoothing
         self.vocab_size = vocab_size
+        self.labels_field = labels_field
 
     def __call__(self, model, batch: dict) -> ObjectiveResult:
-        input_ids = batch["input_ids"]
+        return forward.run(self, model, batch)
+
+    def score(self, outputs: dict, batch: dict) -> ObjectiveResult:
+        logits = outputs["lm"][:, :-1]
+        targets = self._labels(batch)[:, 1:]
         attention_mask = batch.get("attention_mask")
-        logits = model(input_ids, **model_inputs(batch))[:, :-1]
-        targets = input_ids[:, 1:]
         if attention_mask is not None:
             targets = targets.masked_fill(~attention_mask[:, 1:].bool(), IGNORE)
         loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
@@ -32,8 +46,24 @@ class CausalLM:
         num_items = int((targets != IGNORE).sum())
         return ObjectiveResult(loss_sum, num_items, logits=logits, targets=targets, ignore_index=IGNORE)
 
+    def _labels(self, batch: dict):
+        if self.labels_field is None:
+            return batch["input_ids"]
+        return forward.batch_field(batch, self.labels_field, "sft", "use data.name: prompt_response, or a data "
+                                   "part that marks the tokens to learn in labels")
+
     def baseline(self, train, validation: dict) -> dict[str, float]:
+        """The unigram loss over the scored tokens (all tokens, or the labeled ones)."""
+        if self.labels_field is not None:
+            train, validation = (_scored(table, self.labels_field) if isinstance(table, dict) else table
+                                 for table in (train, validation))
         return unigram_val_loss(train, validation, self.vocab_size)
+
+
+def _scored(table: dict, labels_field: str) -> dict:
+    """An examples table whose tokens are the scored labels, the others masked out (for ``unigram_val_loss``)."""
+    labels = table[labels_field]
+    return {"input_ids": labels.clamp(min=0), "attention_mask": labels != IGNORE}
 
 
 def build(options: CLMOptions, ctx) -> CausalLM:

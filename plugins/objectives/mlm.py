@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from hookformer.core.parts import ObjectiveResult, PartOptions, model_inputs
+from hookformer.core.parts import ObjectiveResult, PartOptions
+from hookformer.plugins.objectives import forward
 from hookformer.plugins.objectives.baselines import unigram_val_loss
 
 IGNORE = -100
@@ -32,6 +33,11 @@ class MLMOptions(PartOptions):
 
 
 class MaskedLM:
+    """Implements the shared-forward extension: ``transform`` masks the inputs and keeps the targets in the batch
+    field ``mlm_targets``, ``score`` reads the language-model logits."""
+
+    heads = ("lm",)
+
     def __init__(self, options: MLMOptions, vocab_size: int, special_ids: set[int], mask_id: int):
         self.options = options
         self.vocab_size = vocab_size
@@ -60,10 +66,16 @@ class MaskedLM:
         return inputs, input_ids.masked_fill(~selected, IGNORE)
 
     def __call__(self, model, batch: dict) -> ObjectiveResult:
-        attention_mask = batch.get("attention_mask")
-        generator = None if model.training else torch.Generator().manual_seed(self.options.eval_seed)
-        inputs, targets = self.mask(batch["input_ids"], attention_mask, generator)
-        logits = model(inputs, **model_inputs(batch))
+        return forward.run(self, model, batch)
+
+    def transform(self, batch: dict, training: bool) -> dict:
+        """The batch with masked ``input_ids`` and the targets in ``mlm_targets``."""
+        generator = None if training else torch.Generator().manual_seed(self.options.eval_seed)
+        inputs, targets = self.mask(batch["input_ids"], batch.get("attention_mask"), generator)
+        return {**batch, "input_ids": inputs, "mlm_targets": targets}
+
+    def score(self, outputs: dict, batch: dict) -> ObjectiveResult:
+        logits, targets = outputs["lm"], batch["mlm_targets"]
         loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                                    ignore_index=IGNORE, reduction="sum")
         return ObjectiveResult(loss_sum, int((targets != IGNORE).sum()), logits=logits, targets=targets,
