@@ -211,8 +211,8 @@ def _resolve_part(section: str, stage: str, value: Any, catalog, errors: list[st
     except PluginError as exc:
         errors.append(f"{section}: {exc}")
         return None
-    try:
-        return PartChoice(section, stage, name, model.model_validate(options), entry)
+    try:  # the context lets options that name nested parts (e.g. combined objectives) resolve them in this catalog
+        return PartChoice(section, stage, name, model.model_validate(options, context={"catalog": catalog}), entry)
     except ValidationError as exc:
         errors.extend(_error_lines(section, exc))
         return None
