@@ -32,7 +32,7 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _REPLACEMENT = "\ufffd"
 
 
-class TextFilesOptions(DataOptions, StreamingOptions):
+class TextFilesOptions(StreamingOptions, DataOptions):
     paths: list[str] = Field(min_length=1, description="files or glob patterns (** matches any depth); relative "
                              "to the working directory")
     format: Literal["auto", "text", "jsonl"] = Field("auto", description="auto: files ending in .jsonl or .json "
