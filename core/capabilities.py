@@ -27,11 +27,12 @@ class AttentionCall:
     causal: bool
     key_padding_mask: bool
     dropout: bool
+    document_mask: bool = False  # document_ids given: attention stays inside each packed document
 
     @classmethod
-    def of(cls, q, k, *, causal, key_padding_mask, dropout_p) -> "AttentionCall":
+    def of(cls, q, k, *, causal, key_padding_mask, dropout_p, document_ids=None) -> "AttentionCall":
         return cls(q.device.type, str(q.dtype).removeprefix("torch."), q.shape[-1], q.shape[-2], k.shape[-2],
-                   bool(causal), key_padding_mask is not None, dropout_p > 0.0)
+                   bool(causal), key_padding_mask is not None, dropout_p > 0.0, document_ids is not None)
 
 
 class Tolerance(BaseModel):
@@ -42,7 +43,14 @@ class Tolerance(BaseModel):
 
 
 class AttentionCapabilities(BaseModel):
-    """What a kernel supports. Defaults describe a kernel that takes everything (like the reference)."""
+    """What a kernel supports. Defaults describe a kernel that takes everything (like the reference), except
+    ``document_mask``, which a kernel declares to opt in: only such a kernel is ever given ``document_ids``, so a
+    kernel written before document masks existed keeps working (and is refused for a call that needs them).
+
+    ``document_ids`` is an integer tensor (B, T_k): the document each key belongs to. Query i is the key at
+    position i + T_k - T_q (aligned to the end, as the causal diagonal) and sees only keys of its own document,
+    on top of the causal and padding masks: packed documents do not attend to each other.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,6 +62,8 @@ class AttentionCapabilities(BaseModel):
     key_padding_mask: bool = True
     unequal_lengths: bool = Field(True, description="T_q != T_k (causal diagonal aligned to the end)")
     dropout: bool = True
+    document_mask: bool = Field(False, description="document_ids (B, T_k): attention only between tokens of the "
+                                "same packed document")
     deterministic: bool = True
     needs_interpreter_on_cpu: bool = Field(False, description="runs on CPU only under TRITON_INTERPRET=1")
     tolerances: dict[str, Tolerance] = Field(
@@ -79,6 +89,12 @@ class AttentionCapabilities(BaseModel):
             reasons.append(f"T_q != T_k ({call.t_q} vs {call.t_k}) not supported")
         if call.dropout and not self.dropout:
             reasons.append("attention dropout not supported (set model.dropout=0 or choose another kernel)")
+        if call.document_mask and not self.document_mask:
+            reasons.append("document masks not supported (document_ids keep attention inside each packed document; "
+                           "set data.document_mask=false or choose another kernel)")
+        elif call.document_mask and call.t_q > call.t_k:
+            reasons.append(f"a document mask needs T_q <= T_k (got {call.t_q} vs {call.t_k}): document_ids label "
+                           f"the keys, and the queries are the last T_q of them")
         return reasons
 
     def tolerance(self, dtype: str) -> Tolerance:
@@ -97,7 +113,8 @@ DEFAULT_TOLERANCES = {
 
 def describe(call: AttentionCall) -> str:
     return (f"{call.device} {call.dtype}, head dim {call.head_dim}, T_q {call.t_q}, T_k {call.t_k}, "
-            f"causal {call.causal}, padding mask {call.key_padding_mask}, dropout {call.dropout}")
+            f"causal {call.causal}, padding mask {call.key_padding_mask}, dropout {call.dropout}, "
+            f"document mask {call.document_mask}")
 
 
 class CheckedKernel:
@@ -110,8 +127,9 @@ class CheckedKernel:
         self.capabilities = capabilities
         self._accepted: set[AttentionCall] = set()
 
-    def __call__(self, q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None):
-        call = AttentionCall.of(q, k, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+    def __call__(self, q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None, document_ids=None):
+        call = AttentionCall.of(q, k, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p,
+                                document_ids=document_ids)
         if call not in self._accepted:
             reasons = self.capabilities.not_supported_reasons(call)
             if reasons:
@@ -121,4 +139,10 @@ class CheckedKernel:
                                       + "; ".join(reasons) + ". Choose another attention.name, or auto.")
             self._accepted.add(call)
         return self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p,
-                           scale=scale)
+                           scale=scale, **documents(document_ids))
+
+
+def documents(document_ids) -> dict:
+    """The ``document_ids`` keyword for a kernel call: only present when given, so kernels that do not declare
+    document masks (and have no such argument) are called exactly as before."""
+    return {} if document_ids is None else {"document_ids": document_ids}

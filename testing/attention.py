@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -23,35 +24,39 @@ class AttentionCase:
     causal: bool
     padded: bool
     dtype: str
+    documents: bool = False  # document_ids split each sequence into packed documents
 
     def __str__(self) -> str:
-        mask = "-padded" if self.padded else ""
-        return f"{self.dtype}-Tq{self.t_q}-Tk{self.t_k}-D{self.head_dim}-{'causal' if self.causal else 'full'}{mask}"
+        masks = ("-padded" if self.padded else "") + ("-documents" if self.documents else "")
+        return f"{self.dtype}-Tq{self.t_q}-Tk{self.t_k}-D{self.head_dim}-{'causal' if self.causal else 'full'}{masks}"
 
 
 def attention_cases(capabilities: AttentionCapabilities, *, lengths=LENGTHS, head_dims=HEAD_DIMS,
                     dtypes=DTYPES, device: str = "cpu") -> list[AttentionCase]:
     """The cases a kernel with ``capabilities`` claims to run on ``device``: every length at the first head dim,
     every head dim at one length, T_q != T_k, each causal or not, with and without a padding mask, in the first
-    dtype; the other dtypes on a smaller grid. Cases the capabilities exclude are left out, never expected to fail."""
+    dtype; the other dtypes on a smaller grid. For a kernel with document masks, the same with document ids at the
+    first head dim, and on the smaller grid also with a padding mask. Cases the capabilities exclude are left out,
+    never expected to fail."""
     causal_modes = (False, True) if capabilities.causal else (False,)
     mask_modes = (False, True) if capabilities.key_padding_mask else (False,)
+    document_modes = (False, True) if capabilities.document_mask else (False,)
     dims = [d for d in head_dims if capabilities.head_dim_min <= d <= capabilities.head_dim_max]
     kinds = [d for d in dtypes if d in capabilities.dtypes]
     if not dims or not kinds:
         return []
     shapes = [(t, t, dims[0]) for t in lengths] + [(lengths[-2], lengths[-2], d) for d in dims[1:]]
     shapes += [(t_q, t_k, dims[0]) for t_q, t_k in UNEQUAL]
+    small_grid = [(lengths[1], lengths[1], dims[0]), (*UNEQUAL[-1], dims[-1])]
     cases = []
     for index, dtype in enumerate(kinds):
-        grid = shapes if index == 0 else [(lengths[1], lengths[1], dims[0]), (*UNEQUAL[-1], dims[-1])]
-        for t_q, t_k, d in grid:
-            for causal in causal_modes:
-                for padded in mask_modes:
-                    case = AttentionCase(t_q, t_k, d, causal, padded, dtype)
-                    call = AttentionCall(device, dtype, d, t_q, t_k, causal, padded, False)
-                    if not _excluded(capabilities, call):
-                        cases.append(case)
+        for t_q, t_k, d in shapes if index == 0 else small_grid:
+            for causal, padded, documents in itertools.product(causal_modes, mask_modes, document_modes):
+                if documents and (t_q, t_k, d) not in small_grid and (padded or d != dims[0]):
+                    continue  # document ids with every length at the first head dim; with padding on the small grid
+                call = AttentionCall(device, dtype, d, t_q, t_k, causal, padded, False, documents)
+                if not _excluded(capabilities, call):
+                    cases.append(AttentionCase(t_q, t_k, d, causal, padded, dtype, documents))
     return cases
 
 
@@ -71,16 +76,22 @@ def _inputs(case: AttentionCase, device: str, seed: int):
         mask = torch.ones(2, case.t_k, dtype=torch.bool)
         mask[1, max(1, case.t_k * 2 // 3):] = False  # the second sequence ends in padding
         mask = mask.to(device)
+    documents = None
+    if case.documents:  # the first sequence holds three documents, the second two (the first of them short)
+        position = torch.arange(case.t_k)
+        documents = torch.stack([position * 3 // case.t_k, (position >= max(1, case.t_k // 4)).long()]).to(device)
     grad = torch.randn(shape_q, generator=generator).to(device, dtype)
-    return q, k, v, mask, grad
+    return q, k, v, mask, documents, grad
 
 
 def check_attention_kernel(kernel, capabilities: AttentionCapabilities, case: AttentionCase, *, device: str = "cpu",
                            seed: int = 0, scale: float | None = None) -> None:
     """Run ``kernel`` on ``case`` and compare output and dQ, dK, dV with the reference computed in fp64 from the same
     inputs. Raises AssertionError naming the case, the tensor and the tolerance when they differ."""
-    q, k, v, mask, grad = _inputs(case, device, seed)
+    q, k, v, mask, documents, grad = _inputs(case, device, seed)
     kwargs = dict(causal=case.causal, key_padding_mask=mask, scale=scale)
+    if documents is not None:  # only then: a kernel without document masks has no document_ids argument
+        kwargs["document_ids"] = documents
     out = kernel(q, k, v, **kwargs)
     got = (out, *torch.autograd.grad(out, (q, k, v), grad))
     ref_inputs = [x.detach().double().requires_grad_() for x in (q, k, v)]

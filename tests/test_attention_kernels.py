@@ -1,5 +1,6 @@
-"""Every attention kernel against the reference (the conformance kit), capability checks, auto selection, and the
-Triton flash kernel in a real training run. On a CPU the Triton kernel runs under TRITON_INTERPRET=1 (conftest)."""
+"""Every attention kernel against the reference (the conformance kit), capability checks, auto selection, document
+masks, and the Triton flash kernel in a real training run. On a CPU the Triton kernel runs under TRITON_INTERPRET=1
+(conftest)."""
 
 import json
 import subprocess
@@ -9,14 +10,16 @@ import pytest
 import torch
 import yaml
 
-from hookformer.core.capabilities import AttentionCall, CheckedKernel
+from hookformer.core.capabilities import AttentionCall, AttentionCapabilities, CheckedKernel
 from hookformer.core.cli import main
 from hookformer.core.errors import HookformerError
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.attention import NAIVE, SDPA, TRITON_FLASH
 from hookformer.plugins.attention.auto import AutoKernel
 from hookformer.plugins.attention.naive import naive_attention
+from hookformer.plugins.attention.sdpa import sdpa_attention
 from hookformer.plugins.attention.triton_flash import TritonFlashAttention, TritonFlashOptions
+from hookformer.plugins.models.transformer import Transformer, TransformerOptions
 from hookformer.registry.catalog import Catalog
 from hookformer.testing import attention_cases, check_attention_kernel
 
@@ -174,3 +177,66 @@ def test_a_run_with_a_kernel_that_cannot_run_its_model_fails_before_training(tmp
     err = capsys.readouterr().err
     assert code == 2 and "dropout not supported" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+KERNELS = {"naive": naive_attention, "sdpa": sdpa_attention, "triton_flash": triton_flash}
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("name", KERNELS)
+def test_tokens_of_a_packed_document_get_the_outputs_they_get_alone_in_their_own_sequence(name, causal):
+    lengths = [5, 9, 2]
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, sum(lengths), 16, generator=generator).to(DEVICE) for _ in range(3))
+    document_ids = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths)).expand(2, -1).to(DEVICE)
+    packed = KERNELS[name](q, k, v, causal=causal, document_ids=document_ids)
+    start = 0
+    for length in lengths:
+        alone = slice(start, start + length)
+        torch.testing.assert_close(packed[:, :, alone], KERNELS[name](q[:, :, alone], k[:, :, alone], v[:, :, alone],
+                                                                      causal=causal))
+        start += length
+
+
+def test_a_kernel_that_does_not_declare_document_masks_refuses_document_ids_and_is_never_given_them():
+    def knows_nothing_of_documents(q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None):
+        return naive_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+
+    checked = CheckedKernel("older", knows_nothing_of_documents, AttentionCapabilities())
+    q = torch.randn(1, 2, 8, 16)
+    torch.testing.assert_close(checked(q, q, q, causal=True), naive_attention(q, q, q, causal=True))
+    with pytest.raises(HookformerError, match='"older" cannot run this call.*document masks not supported.*'
+                                              'data.document_mask=false'):
+        checked(q, q, q, causal=True, document_ids=torch.zeros(1, 8, dtype=torch.long))
+
+
+def test_a_document_mask_needs_the_queries_to_be_among_the_keys():
+    reasons = NAIVE.not_supported_reasons(call(t_q=9, t_k=3, document_mask=True))
+    assert reasons == ["a document mask needs T_q <= T_k (got 9 vs 3): document_ids label the keys, and the queries "
+                       "are the last T_q of them"]
+    assert NAIVE.not_supported_reasons(call(t_q=3, t_k=9, document_mask=True)) == []
+
+
+def test_auto_routes_a_document_masked_call_to_a_kernel_that_declares_document_masks(auto, monkeypatch):
+    no_documents = TRITON_FLASH.model_copy(update={"document_mask": False})
+    assert any("document masks not supported" in r for r in no_documents.not_supported_reasons(call(
+        document_mask=True)))
+    assert auto.select(call(document_mask=True))[0] == "triton_flash"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert auto.select(call(document_mask=True))[0] == "sdpa"
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])
+def test_with_document_ids_no_token_sees_another_document_through_any_layer(causal):
+    torch.manual_seed(0)
+    model = Transformer(TransformerOptions(n_layer=2, n_head=2, d_model=32, causal=causal), sdpa_attention, 50, 16)
+    first, second = torch.randint(0, 50, (1, 6)), torch.randint(0, 50, (1, 10))
+    document_ids = torch.tensor([[0] * 6 + [1] * 10])
+    packed = model(torch.cat([first, second], 1), document_ids=document_ids)
+    other_first = model(torch.cat([torch.randint(0, 50, (1, 6)), second], 1), document_ids=document_ids)
+    other_second = model(torch.cat([first, torch.randint(0, 50, (1, 10))], 1), document_ids=document_ids)
+    torch.testing.assert_close(packed[:, 6:], other_first[:, 6:])  # the second document never sees the first
+    torch.testing.assert_close(packed[:, :6], other_second[:, :6])  # nor the first the second (encoder)
+    torch.testing.assert_close(packed[:, :6], model(first))  # the first document starts at position 0: as alone
+    unmasked = model(torch.cat([torch.randint(0, 50, (1, 6)), second], 1))
+    assert not torch.allclose(unmasked[:, 6:], model(torch.cat([first, second], 1))[:, 6:])

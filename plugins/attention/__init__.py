@@ -6,14 +6,15 @@ from hookformer.core.parts import PartSpec
 
 _HERE = __name__
 
-NAIVE = AttentionCapabilities()
-SDPA = AttentionCapabilities(deterministic=False)
+NAIVE = AttentionCapabilities(document_mask=True)
+SDPA = AttentionCapabilities(deterministic=False, document_mask=True)
 TRITON_FLASH = AttentionCapabilities(
     devices=frozenset({"cuda", "cpu"}),
     dtypes=frozenset({"float32", "float16", "bfloat16"}),
     head_dim_min=16,
     head_dim_max=128,
     dropout=False,
+    document_mask=True,
     deterministic=True,
     needs_interpreter_on_cpu=True,
     tolerances={

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from hookformer.core.capabilities import AttentionCall, describe
+from hookformer.core.capabilities import AttentionCall, describe, documents
 from hookformer.core.errors import HookformerError
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,14 @@ class AutoKernel:
         raise HookformerError(f"attention auto: no registered kernel can run this call ({describe(call)}). "
                               + "; ".join(rejected) + ".")
 
-    def __call__(self, q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None):
-        call = AttentionCall.of(q, k, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+    def __call__(self, q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None, document_ids=None):
+        call = AttentionCall.of(q, k, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p,
+                                document_ids=document_ids)
         kernel = self._chosen.get(call)
         if kernel is None:
             kernel = self._chosen[call] = self.select(call)[1]
-        return kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale)
+        return kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale,
+                      **documents(document_ids))
 
 
 def build(options, ctx) -> AutoKernel:

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from hookformer.core.errors import DataError
 from hookformer.core.parts import PartOptions, Tokenizer
+from hookformer.plugins.data.packing import with_document_ids
 
 #: Part of every token-cache key: bump it when the tokenized or packed output of the same input changes.
 PIPELINE_VERSION = 1
@@ -39,6 +40,8 @@ class DataOptions(PartOptions):
     num_proc: int = Field(1, ge=1, description="processes that tokenize")
     cache_dir: str | None = Field(None, description="where parsed corpora and tokenized splits are cached "
                                   "(default: $HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
+    document_mask: bool = Field(False, description="give packed blocks document_ids, so that attention stays inside "
+                                "each document (needs an attention kernel that supports document masks)")
 
 
 def cache_root(options: DataOptions) -> Path:
@@ -184,8 +187,9 @@ class PackedSource:
         """Raw training documents (to train a tokenizer); validation documents are never among them."""
         return self.documents("train")
 
-    def prepare(self, tokenizer: Tokenizer) -> dict[str, torch.Tensor]:
-        """Tokenize (or load the cached tokens of) both splits and pack each into (N, block_size) int64 blocks."""
+    def prepare(self, tokenizer: Tokenizer) -> dict:
+        """Tokenize (or load the cached tokens of) both splits and pack each into (N, block_size) int64 blocks;
+        with ``document_mask``, each split is a table of the blocks and their ``document_ids``."""
         blocks, tokens, hits = {}, {}, {}
         for split in self._splits:
             stream, hits[split] = self._token_stream(split, tokenizer)
@@ -198,6 +202,8 @@ class PackedSource:
             tokens_dropped={split: tokens[split] - blocks[split].numel() for split in blocks},
             cache_hit=hits,
         )
+        if self._options.document_mask:
+            return {split: with_document_ids(packed, tokenizer.special.eos) for split, packed in blocks.items()}
         return blocks
 
     def _token_stream(self, split: str, tokenizer: Tokenizer) -> tuple[np.ndarray, bool]:

@@ -24,6 +24,7 @@ from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data.pipeline import (DataOptions, PackedSource, cache_root, files_fingerprint, hf_cache,
                                               quiet_datasets, read_jsonl, text_mask)
+from hookformer.plugins.data.streaming import StreamFile, StreamingOptions, StreamingSource
 
 _JSONL_SUFFIXES = {".jsonl", ".json"}
 #: What the "surrogateescape" decoder turns each invalid byte into; valid UTF-8 never decodes to these.
@@ -31,7 +32,7 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _REPLACEMENT = "\ufffd"
 
 
-class TextFilesOptions(DataOptions):
+class TextFilesOptions(StreamingOptions, DataOptions):
     paths: list[str] = Field(min_length=1, description="files or glob patterns (** matches any depth); relative "
                              "to the working directory")
     format: Literal["auto", "text", "jsonl"] = Field("auto", description="auto: files ending in .jsonl or .json "
@@ -91,7 +92,7 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
     return list(files)
 
 
-def build(options: TextFilesOptions, ctx: BuildContext) -> PackedSource:
+def build(options: TextFilesOptions, ctx: BuildContext) -> PackedSource | StreamingSource:
     files = resolve_paths(options.paths)
     root = cache_root(options)
     scans = {path: scan_utf8(path) for path in files}
@@ -101,6 +102,10 @@ def build(options: TextFilesOptions, ctx: BuildContext) -> PackedSource:
         raise DataError(f"{path}, line {scan.first_line}: bytes that are not valid UTF-8 ({scan.invalid_bytes} in "
                         f"this file); fix the file or set data.invalid_utf8 to replace or skip")
     is_jsonl = {path: _is_jsonl(path, options.format) for path in files}
+    if options.streaming:  # read lazily, never the whole corpus at once: see streaming.py
+        stream_files = [StreamFile(path, is_jsonl[path], _utf8_repaired(path, root) if is_jsonl[path] and path in bad
+                                   else path, scans[path].invalid_bytes) for path in files]
+        return StreamingSource(stream_files, options=options, cleaners=ctx.cleaners, seed=ctx.seed)
     documents = _read(files, is_jsonl, set(bad), options, root)
 
     # Documents holding U+FFFD after decoding: replaced ones, or (under "skip") ones to drop.
