@@ -139,6 +139,8 @@ class AttentionKernel(Protocol):
     ``key_padding_mask`` is a bool tensor (B, T_k), True where the key is a real token. With ``causal`` and
     T_q != T_k the causal diagonal is aligned to the end (query i sees keys up to i + T_k - T_q).
     ``scale`` defaults to 1 / sqrt(D). ``dropout_p`` applies to the attention weights.
+    A kernel whose capabilities declare ``document_mask`` is also called with ``document_ids`` (B, T_k): the document
+    each key belongs to inside a packed block (queries are the last T_q keys); attention then stays inside a document.
     """
 
     def __call__(self, q, k, v, *, causal: bool = False, key_padding_mask=None, dropout_p: float = 0.0,

@@ -38,6 +38,9 @@ class BlockSampler:
         return {"epoch": self.epoch, "index": self.index, "num_blocks": self.num_blocks, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
+        if "num_blocks" not in state:
+            raise ValueError("the checkpoint's data position was taken by another kind of data source (a stream?), "
+                             "not by an examples table: resume with the data options the run was saved with")
         if state["num_blocks"] != self.num_blocks:
             raise ValueError(f"the checkpoint was taken with {state['num_blocks']} training blocks, the data now has "
                              f"{self.num_blocks}: the data or data options changed since the run was saved")
