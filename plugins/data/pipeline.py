@@ -1,17 +1,15 @@
-"""What the data parts share: their common options, reading JSONL through `datasets`, and the pipeline from a
-documents ``Dataset`` (one ``text`` column) to packed blocks.
+"""What the data parts share: reading JSONL through `datasets`, and the pipeline from a documents ``Dataset`` (one
+``text`` column) to packed blocks.
 
-Pipeline: drop blank documents -> split by document (seeded) -> tokenize with ``Dataset.map``, eos after every
-document, cached on disk under a fingerprint of (content, tokenizer, split) -> flatten each split to one token stream
--> pack into non-overlapping (N, block_size) int64 blocks, the remainder dropped.
+Pipeline: drop blank documents -> the cleaning chain (``cleaning.py``; cached) -> split by document (seeded) ->
+tokenize with ``Dataset.map``, eos after every document (or every piece of ``max_document_tokens``), cached on disk
+under a fingerprint of (content, cleaning, tokenizer, split) -> flatten each split to one token stream -> pack into
+non-overlapping (N, block_size) int64 blocks, the remainder dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -20,66 +18,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from pydantic import Field
 
 from hookformer.core.errors import DataError
-from hookformer.core.parts import PartOptions, Tokenizer
+from hookformer.core.parts import Cleaner, Tokenizer
+from hookformer.plugins.data.cleaning import CleaningChain
+from hookformer.plugins.data.common import (DataOptions, cache_root, digest, files_fingerprint, hf_cache,
+                                            quiet_datasets)
 
 #: Part of every token-cache key: bump it when the tokenized or packed output of the same input changes.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 _TOKEN_FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
-
-
-class DataOptions(PartOptions):
-    """Options every data source has."""
-
-    block_size: int = Field(128, gt=1, description="tokens per training block (the model's context length)")
-    val_fraction: float = Field(0.05, gt=0.0, lt=0.5,
-                                description="fraction of the documents held out for validation (at least one)")
-    num_proc: int = Field(1, ge=1, description="processes that tokenize")
-    cache_dir: str | None = Field(None, description="where parsed corpora and tokenized splits are cached "
-                                  "(default: $HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
-
-
-def cache_root(options: DataOptions) -> Path:
-    """The data cache directory of ``options`` (created)."""
-    if options.cache_dir:
-        root = Path(options.cache_dir).expanduser()
-    else:
-        root = Path(os.environ.get("HOOKFORMER_CACHE") or Path.home() / ".cache" / "hookformer").expanduser() / "data"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def hf_cache(root: Path) -> str:
-    """The directory given to ``datasets`` as ``cache_dir``, so nothing lands in ~/.cache/huggingface."""
-    return str(root / "hf")
-
-
-@contextlib.contextmanager
-def quiet_datasets() -> Iterator[None]:
-    """Silence datasets' progress bars and info logging for the duration; restore them after (not ours to keep)."""
-    bars_were_on = not datasets.are_progress_bars_disabled()
-    verbosity = datasets.logging.get_verbosity()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        datasets.logging.set_verbosity(verbosity)
-        if bars_were_on:
-            datasets.enable_progress_bars()
-
-
-def digest(*parts: object) -> str:
-    """A short stable hash of JSON-serializable parts (cache keys, fingerprints)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
-
-
-def files_fingerprint(files: Sequence[Path], **settings: object) -> str:
-    """Content fingerprint of a corpus: its files' paths, sizes and mtimes, plus the settings that shape documents."""
-    stats = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
-    return digest(stats, settings)
 
 
 def text_mask(documents: datasets.Dataset, predicate: Callable[[pa.ChunkedArray], pa.ChunkedArray]) -> np.ndarray:
@@ -135,43 +83,64 @@ def _first_bad_record(files: Sequence[Path], text_field: str) -> str | None:
     return None
 
 
+def _cut(ids: list[int], cut: int, eos: int) -> list[int]:
+    """``ids`` with eos after every ``cut`` tokens and at the end: the document as pieces of at most ``cut`` tokens."""
+    out: list[int] = []
+    for start in range(0, len(ids), cut):
+        out += ids[start:start + cut]
+        out.append(eos)
+    return out or [eos]
+
+
 def _non_blank(texts: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.not_equal(pc.utf8_trim_whitespace(texts), "")
+    """True where a document has text; a missing value (an empty CSV cell) is blank."""
+    return pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(texts), ""), False)
 
 
 class PackedSource:
     """A :class:`~hookformer.core.parts.DataSource` over a documents ``Dataset``.
 
     ``files`` are what the corpus was read from (named in errors and the report); ``fingerprint`` identifies their
-    content and every option that shaped the documents: with the tokenizer's fingerprint and the split, it keys the
-    token cache. ``report`` starts with what the part read and gains the split, token and block counts.
+    content and every option that shaped the documents. ``cleaners`` (``BuildContext.cleaners``) clean the
+    documents before they are split; the cleaned documents are cached under the fingerprint and the chain's, and the
+    token cache under both plus the tokenizer's and the split. ``report`` starts with what the part read and gains
+    the cleaning counts and the split, token and block counts.
     """
 
     def __init__(self, documents: datasets.Dataset, *, files: Sequence[Path], fingerprint: str,
-                 options: DataOptions, seed: int, report: dict):
+                 options: DataOptions, seed: int, report: dict, cleaners: Sequence[Cleaner] = ()):
         self.block_size = options.block_size
         self.report = report
         self._options = options
         self._root = cache_root(options)
-        self._key = (PIPELINE_VERSION, fingerprint, seed, options.val_fraction)
         keep = np.flatnonzero(text_mask(documents, _non_blank))
         if len(keep) == 0:
             raise DataError(f"the corpus is empty (no document with text) in: {', '.join(map(str, files))}")
-        if len(keep) < 2:
-            raise DataError(f"the corpus has a single document ({', '.join(map(str, files))}): at least two are "
-                            f"needed, one for training and one for validation")
+        blank = len(documents) - len(keep)
+        if blank:
+            documents = documents.select(keep, keep_in_memory=True)
+        chain = CleaningChain(cleaners, examples=options.report_examples)
+        documents = chain.apply(documents, source_fingerprint=fingerprint, cache_dir=self._root / "cleaned",
+                                num_proc=options.num_proc)
+        self._key = (PIPELINE_VERSION, fingerprint, chain.fingerprint(), seed, options.val_fraction,
+                     options.max_document_tokens)
+        if len(documents) < 2:
+            cleaned = " after cleaning" if chain.steps else ""
+            raise DataError(f"the corpus has a single document{cleaned} ({', '.join(map(str, files))}): at least two "
+                            f"are needed, one for training and one for validation")
         # Split by document, so no document straddles training and validation.
-        order = np.random.default_rng(seed).permutation(len(keep))
-        n_validation = max(1, round(len(keep) * options.val_fraction))
+        order = np.random.default_rng(seed).permutation(len(documents))
+        n_validation = max(1, round(len(documents) * options.val_fraction))
         self._splits = {
-            "train": documents.select(np.sort(keep[order[n_validation:]]), keep_in_memory=True),
-            "validation": documents.select(np.sort(keep[order[:n_validation]]), keep_in_memory=True),
+            "train": documents.select(np.sort(order[n_validation:]), keep_in_memory=True),
+            "validation": documents.select(np.sort(order[:n_validation]), keep_in_memory=True),
         }
         report.update(
             files=[str(path) for path in files],
             bytes=sum(path.stat().st_size for path in files),
-            documents={"train": len(self._splits["train"]), "validation": n_validation,
-                       "blank_dropped": len(documents) - len(keep)},
+            cleaning=chain.report(),
+            cleaning_cache_hit=chain.cache_hit,
+            documents={"train": len(self._splits["train"]), "validation": n_validation, "blank_dropped": blank},
             block_size=self.block_size,
         )
 
@@ -186,16 +155,18 @@ class PackedSource:
 
     def prepare(self, tokenizer: Tokenizer) -> dict[str, torch.Tensor]:
         """Tokenize (or load the cached tokens of) both splits and pack each into (N, block_size) int64 blocks."""
-        blocks, tokens, hits = {}, {}, {}
+        blocks, tokens, hits, pieces = {}, {}, {}, {}
         for split in self._splits:
             stream, hits[split] = self._token_stream(split, tokenizer)
             tokens[split] = len(stream)
+            pieces[split] = int(np.count_nonzero(stream == tokenizer.special.eos))
             blocks[split] = self._pack(split, stream)
         self.report.update(
             tokenizer=tokenizer.fingerprint(),
             tokens=tokens,
             blocks={split: len(packed) for split, packed in blocks.items()},
             tokens_dropped={split: tokens[split] - blocks[split].numel() for split in blocks},
+            pieces=pieces,  # documents, or more with max_document_tokens: every piece ends with eos
             cache_hit=hits,
         )
         return blocks
@@ -209,8 +180,13 @@ class PackedSource:
         # map() writes one file, or one per process with a suffix; either set is reused whatever num_proc is now.
         hit = any(cache_file.parent.glob(f"{fingerprint}*.arrow"))
 
+        cut = self._options.max_document_tokens
+
         def encode(batch: dict) -> dict:
-            return {"input_ids": [ids + [eos] for ids in tokenizer.encode_batch(batch["text"])]}
+            encoded = tokenizer.encode_batch(batch["text"])
+            if cut is None:
+                return {"input_ids": [ids + [eos] for ids in encoded]}
+            return {"input_ids": [_cut(ids, cut, eos) for ids in encoded]}
 
         docs = self._splits[split]
         with quiet_datasets():
