@@ -21,7 +21,7 @@ def hookformer_parts() -> list[PartSpec]:
                  "become \\n",
                  factory=f"{_HERE}.strip_control:build", options=f"{_HERE}.strip_control:StripControlOptions"),
         PartSpec("cleaner", "strip_markup", "removes stray HTML/XML tags, comments, script/style elements and decodes "
-                 "character references; conservative: only names of HTML elements",
+                 "character references; conservative: only tags that are plainly markup",
                  factory=f"{_HERE}.strip_markup:build", options=f"{_HERE}.strip_markup:StripMarkupOptions"),
         PartSpec("cleaner", "whitespace", "collapses runs of spaces and tabs inside lines, trims line ends, caps runs "
                  "of blank lines; keeps indentation",

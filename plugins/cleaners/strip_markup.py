@@ -5,15 +5,17 @@ It is conservative: it removes only what cannot be prose, so text *about* markup
 - comments ``<!-- ... -->``, declarations ``<!DOCTYPE ...>`` and processing instructions ``<?xml ...?>``;
   ``<![CDATA[ ... ]]>`` keeps its content;
 - ``<script>`` and ``<style>`` elements with their content (code, never prose);
-- start, end and self-closing tags of HTML elements (``<p>``, ``</div>``, ``<br/>``, ``<a href="...">``; names
-  case-insensitive, attributes well-formed) and of XML elements with a namespace prefix (``<w:t>``); tags of block
-  elements (p, div, li, br, tr, h1...) become a newline so paragraphs do not run together, the others vanish;
-  a name that is not an HTML element (``List<String>``, ``<T>``, ``<your name>``) is left alone;
+- tags of HTML elements (names case-insensitive) and of XML elements with a namespace prefix (``<w:t>``), when they
+  are plainly markup: a tag with an attribute value (``<a href="...">``), a self-closing tag (``<br/>``), a void
+  element (``<br>``, ``<hr>``, ``<wbr>``), or a bare tag whose element has both a start and an end tag in the
+  document (``<p>...</p>``). A lone ``<body>`` or ``<input>`` is a placeholder in prose or code, and stays, as do
+  ``<a statement>`` (an attribute without a value) and names that are not HTML elements (``List<String>``, ``<T>``).
+  Tags of block elements (p, div, li, br, tr, h1...) become a newline so paragraphs do not run together; the others
+  vanish;
 - character references ending in ``;``: named (``&amp;``, ``&nbsp;``) and numeric (``&#39;``, ``&#x27;``) ones
   become their character; an unknown name or one without ``;`` (``AT&T``, ``?a=1&copy=2``) is left alone.
 
-Known limit: a comparison written without spaces that happens to look like a tag with attributes (``x<b and c>y``)
-is taken for a ``<b>`` tag. Put this step before ``strip_control`` (a reference may produce a control character)
+Known limit: text that discusses HTML with real tag pairs (``write <b>bold</b>``) loses them. Put this step before ``strip_control`` (a reference may produce a control character)
 and before ``whitespace`` (removed tags leave spaces and blank lines).
 """
 
@@ -40,10 +42,12 @@ INLINE_ELEMENTS = frozenset("""
     output param picture progress q rp rt ruby s samp select slot small source span strike strong sub sup svg
     template textarea time track tt u var video wbr
 """.split())
+#: Elements that never have an end tag: a bare ``<br>`` is markup.
+VOID_ELEMENTS = frozenset({"br", "hr", "wbr"})
 
 _ATTRIBUTES = r"""(?:\s+[^\s"'<>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>=`]+))?)*"""
 _NAME = r"[A-Za-z][A-Za-z0-9]*(?::[A-Za-z][\w.-]*)?"
-_TAG = re.compile(rf"</?({_NAME}){_ATTRIBUTES}\s*/?>")
+_TAG = re.compile(rf"<(/?)({_NAME})({_ATTRIBUTES})\s*(/?)>")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _DECLARATION = re.compile(r"<![A-Za-z][^<>]*>|<\?[A-Za-z][^<>]*\?>")
 _CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
@@ -71,18 +75,23 @@ class StripMarkup(CleaningStep):
             text = _CDATA.sub(r"\1", text)
             text = _DECLARATION.sub("", text)
             text = _SCRIPT.sub("", text)
-            text = _TAG.sub(self._tag, text)
+            tags = _TAG.findall(text)
+            if tags:
+                starts = {name.lower() for slash, name, _, _ in tags if not slash}
+                paired = starts & {name.lower() for slash, name, _, _ in tags if slash}
+                text = _TAG.sub(lambda match: self._tag(match, paired), text)
         if self.options.references and "&" in text:
             text = _REFERENCE.sub(lambda match: html.unescape(match[0]), text)
         return text
 
-    def _tag(self, match: re.Match) -> str:
-        name = match[1].lower()
-        if name in BLOCK_ELEMENTS:
-            return "\n"
-        if name in self._inline or ":" in name:
-            return ""
-        return match[0]
+    def _tag(self, match: re.Match, paired: set[str]) -> str:
+        """The replacement of one tag: a newline, nothing, or the tag itself when it may not be markup."""
+        name = match[2].lower()
+        if not (name in BLOCK_ELEMENTS or name in self._inline or ":" in name):
+            return match[0]
+        if not ("=" in match[3] or match[4] or name in VOID_ELEMENTS or name in paired):
+            return match[0]
+        return "\n" if name in BLOCK_ELEMENTS else ""
 
 
 def build(options: StripMarkupOptions, ctx) -> StripMarkup:

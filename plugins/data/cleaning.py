@@ -127,7 +127,8 @@ class CleaningChain:
             return documents
         cache_dir.mkdir(parents=True, exist_ok=True)
         current, sizes, changed, hits, done = documents, [], [], [], 0
-        for stateful, group in self._segments(num_proc):
+        # One pass per run of consecutive stateless or stateful steps: the cached passes do not depend on num_proc.
+        for stateful, group in itertools.groupby(self.steps, key=lambda step: bool(step.stateful)):
             steps = list(group)
             key = digest(CHAIN_VERSION, source_fingerprint, done,
                          [step.fingerprint() for step in self.steps[:done + len(steps)]])
@@ -151,11 +152,6 @@ class CleaningChain:
         self.check_kept_some()
         kept = np.flatnonzero(all_sizes[:, -1] >= 0)
         return current.select_columns(["text"]).select(kept, keep_in_memory=True)
-
-    def _segments(self, num_proc: int):
-        """Runs of consecutive steps done in one pass: all of them in one process, or with several processes,
-        stateless runs (parallel) apart from stateful ones (in order)."""
-        return itertools.groupby(self.steps, key=lambda step: bool(step.stateful) and num_proc > 1)
 
     # -- counts ---------------------------------------------------------------------------------------------------
     def _count(self, sizes: np.ndarray, changed: np.ndarray, originals: Callable[[list[int]], list[str]]) -> None:
