@@ -263,6 +263,7 @@ def cmd_data(args) -> int:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         if args.run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
             write_atomically(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
             write_atomically(run_dir / "data_report.json", json.dumps(prepared.data.report, indent=2))
     print(format_report(prepared.data.report, examples=args.examples))

@@ -49,11 +49,12 @@ def hf_cache(root: Path) -> str:
 
 @contextlib.contextmanager
 def quiet_datasets() -> Iterator[None]:
-    """Silence datasets' progress bars and info logging for the duration; restore them after (not ours to keep)."""
+    """Silence datasets' progress bars and logging for the duration; restore them after (not ours to keep). Its error
+    logs go too: a failure reaches the user as our DataError, which names the file, not as a second message."""
     bars_were_on = not datasets.are_progress_bars_disabled()
     verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         yield
     finally:
