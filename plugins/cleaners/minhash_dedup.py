@@ -20,7 +20,6 @@ are computed for a whole batch at once with numpy.
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 
 import numpy as np
@@ -31,9 +30,38 @@ from pydantic import Field
 from hookformer.core.parts import PartOptions
 from hookformer.plugins.cleaners.step import CleaningStep
 
-#: Shingles per chunk of the signature computation: bounds its memory to num_perm x this x 8 bytes.
-_CHUNK = 1 << 15
+#: Shingles per chunk of the signature computation: its buffer is num_perm x this x 8 bytes (8 MB at the default).
+_CHUNK = 1 << 13
 _LOW32 = np.uint64(0xFFFFFFFF)
+
+
+_BASE = 0x100000001B3  # the FNV-1 64-bit prime: odd, so invertible mod 2^64
+_BASE_INVERSE = pow(_BASE, -1, 1 << 64)
+
+
+def word_hashes(words: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string of ``words`` that depends only on its bytes (so it is the same in every batch and
+    process, unlike ``hash()``): the polynomial sum b_i x B^(n-1-i) over its UTF-8 bytes mod 2^64, all strings at
+    once from running sums over the concatenated bytes, then murmur3's finalizer so similar words differ widely."""
+    words = words.cast(pa.large_string())
+    if len(words) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    offsets = np.frombuffer(words.buffers()[1], dtype=np.int64)[words.offset: words.offset + len(words) + 1]
+    data = words.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8)[offsets[0]: offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+    offsets = offsets - offsets[0]
+    one = np.ones(1, dtype=np.uint64)
+    powers = np.concatenate([one, np.cumprod(np.full(len(data), _BASE, dtype=np.uint64))])  # B^k mod 2^64
+    inverse = np.concatenate([one, np.cumprod(np.full(len(data), _BASE_INVERSE, dtype=np.uint64))])  # B^-k
+    # running[j] = sum over i < j of (b_i + 1) B^-i; a string's hash is B^(end - 1) (running[end] - running[start]).
+    terms = (data.astype(np.uint64) + np.uint64(1)) * inverse[:-1]
+    running = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(terms, dtype=np.uint64)])
+    h = (running[offsets[1:]] - running[offsets[:-1]]) * powers[np.maximum(offsets[1:] - 1, 0)]
+    for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, None):
+        h ^= h >> np.uint64(33)
+        if multiplier is not None:
+            h *= np.uint64(multiplier)
+    return h
 
 
 class MinHashDedupOptions(PartOptions):
@@ -89,11 +117,15 @@ class MinHashDedup(CleaningStep):
         """The MinHash signatures of ``texts``: (len(texts), num_perm) uint32."""
         shingles, owner = self._shingles(texts)
         signatures = np.full((len(texts), self.options.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        buffer = np.empty((self.options.num_perm, min(_CHUNK, len(shingles))), dtype=np.uint64)
         for lo in range(0, len(shingles), _CHUNK):
             chunk, docs = shingles[lo:lo + _CHUNK], owner[lo:lo + _CHUNK]
-            values = (self._a * chunk + self._b) >> np.uint64(32)  # (num_perm, chunk), wraps mod 2^64
+            values = buffer[:, : len(chunk)]
+            np.multiply(self._a, chunk, out=values)  # in place, mod 2^64: no temporaries
+            np.add(values, self._b, out=values)
             starts = np.flatnonzero(np.diff(docs, prepend=-1))
-            minima = np.minimum.reduceat(values, starts, axis=1).T.astype(np.uint32)
+            # The high 32 bits of the minimum are the minimum of the high 32 bits: shift once, after reducing.
+            minima = (np.minimum.reduceat(values, starts, axis=1) >> np.uint64(32)).T.astype(np.uint32)
             rows = docs[starts]
             signatures[rows] = np.minimum(signatures[rows], minima)
         return signatures
@@ -103,10 +135,7 @@ class MinHashDedup(CleaningStep):
         words = pc.utf8_split_whitespace(pc.utf8_lower(pa.array(texts, pa.large_string())))
         doc = pc.list_parent_indices(words).to_numpy(zero_copy_only=False).astype(np.int64)
         encoded = pc.dictionary_encode(pc.list_flatten(words))
-        # A stable 64-bit hash of each distinct word (stable across batches and processes, unlike hash()).
-        word_hashes = np.frombuffer(b"".join(hashlib.blake2b(word.encode(), digest_size=8).digest()
-                                             for word in encoded.dictionary.to_pylist()), dtype=np.uint64)
-        hashes = word_hashes[encoded.indices.to_numpy(zero_copy_only=False)]
+        hashes = word_hashes(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
         n = self.options.shingle_size
         counts = np.bincount(doc, minlength=len(texts))
         ends = np.cumsum(counts)

@@ -24,9 +24,10 @@ from hookformer.core.parts import PartOptions
 from hookformer.plugins.cleaners.step import CleaningStep
 
 _FRACTION = dict(ge=0.0, le=1.0)
-#: Odd 64-bit multipliers for the rolling n-gram hash and for mixing the document index into a key.
+#: Odd 64-bit multipliers for the rolling n-gram hash and for mixing the document index and keys.
 _ROLL = np.uint64(0x9E3779B97F4A7C15)
 _DOC = np.uint64(0xD6E8FEB86659FD93)
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
 class RepetitionFilterOptions(PartOptions):
@@ -77,21 +78,32 @@ class RepetitionFilter(CleaningStep):
                 continue
             # n-grams that do not cross a document boundary, keyed by (document, n-gram).
             start = np.flatnonzero(doc[: len(hashes)] == doc[n - 1:]) if len(hashes) else np.zeros(0, np.int64)
-            keys = hashes[start] + doc[start].astype(np.uint64) * _DOC
-            _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+            position, first = _group(hashes[start] + doc[start].astype(np.uint64) * _DOC)
             if n in self.options.max_top_ngram_char_fraction:
-                # Each document's top n-gram: the repeated one whose occurrences hold the most characters.
-                weight = np.where(counts > 1, counts * (char_prefix[start[first] + n] - char_prefix[start[first]]), 0)
-                order = np.lexsort((weight, doc[start[first]]))
-                last_of_doc = np.flatnonzero(np.diff(doc[start[first]][order], append=-1) != 0)
-                top = np.zeros(len(counts), dtype=bool)
-                top[order[last_of_doc]] = True
-                top &= weight > 0
-                scores[f"top_{n}gram_chars"] = self._covered(start[top[inverse]], n, chars, doc, total_chars)
+                top = self._top_ngram(position, first, start, n, char_prefix, doc, len(texts))
+                scores[f"top_{n}gram_chars"] = self._covered(top, n, chars, doc, total_chars)
             if n in self.options.max_duplicate_ngram_char_fraction:
-                repeat = first[inverse] != np.arange(len(start))
-                scores[f"duplicate_{n}gram_chars"] = self._covered(start[repeat], n, chars, doc, total_chars)
+                repeats = start[position[~first]]
+                scores[f"duplicate_{n}gram_chars"] = self._covered(repeats, n, chars, doc, total_chars)
         return scores
+
+    @staticmethod
+    def _top_ngram(position: np.ndarray, first: np.ndarray, start: np.ndarray, n: int, char_prefix: np.ndarray,
+                   doc: np.ndarray, n_docs: int) -> np.ndarray:
+        """The start of every occurrence of each document's top n-gram: the repeated one whose occurrences hold the
+        most characters (of equals, the one that comes first)."""
+        opens = np.flatnonzero(first)
+        counts = np.diff(opens, append=len(position))
+        first_start = start[position[opens]]
+        weight = np.where(counts > 1, counts * (char_prefix[first_start + n] - char_prefix[first_start]), 0)
+        owner = doc[first_start]
+        best = np.zeros(n_docs, dtype=weight.dtype)
+        np.maximum.at(best, owner, weight)
+        tied = (weight == best[owner]) & (weight > 0)
+        earliest = np.full(n_docs, np.iinfo(np.int64).max)
+        np.minimum.at(earliest, owner[tied], first_start[tied])
+        chosen = tied & (first_start == earliest[owner])
+        return start[position[chosen[np.cumsum(first) - 1]]]
 
     @staticmethod
     def _covered(starts: np.ndarray, n: int, chars: np.ndarray, doc: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -110,15 +122,29 @@ def _line_scores(array: pa.Array) -> dict[str, np.ndarray]:
     keep = chars > 0
     doc, chars = doc[keep], chars[keep]
     ids = pc.dictionary_encode(flat.filter(pa.array(keep))).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    _, first = np.unique(ids * len(array) + doc, return_index=True)
-    repeat = np.ones(len(ids), dtype=bool)
-    repeat[first] = False
+    position, first = _group((ids * len(array) + doc).astype(np.uint64))
+    repeat = np.zeros(len(ids), dtype=bool)
+    repeat[position[~first]] = True
     n = len(array)
     return {
         "duplicate_lines": _share(np.bincount(doc, weights=repeat, minlength=n), np.bincount(doc, minlength=n)),
         "duplicate_line_chars": _share(np.bincount(doc, weights=chars * repeat, minlength=n),
                                        np.bincount(doc, weights=chars, minlength=n)),
     }
+
+
+def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal keys grouped with one sort: the positions of the keys ordered by key, then by position, and whether each
+    is the first of its key. Keys are mixed, cut to the bits the positions leave free and sorted together with the
+    positions; two different keys meet with probability about 2^-(64 - log2 len(keys)) per pair, negligible here."""
+    bits = max(1, len(keys).bit_length())
+    mixed = (keys * _MIX) >> np.uint64(bits) << np.uint64(bits)
+    packed = np.sort(mixed | np.arange(len(keys), dtype=np.uint64))
+    position = (packed & np.uint64((1 << bits) - 1)).astype(np.int64)
+    key = packed >> np.uint64(bits)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    return position, first
 
 
 def _list_parent_indices(lists: pa.Array) -> np.ndarray:

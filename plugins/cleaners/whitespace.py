@@ -1,27 +1,19 @@
 """Cleaning step ``whitespace``: normalizes spacing without touching the words.
 
-Within a line, a run of spaces and tabs (and other horizontal spaces: no-break, em, ideographic...) after the first
-word becomes one space; indentation (the whitespace a line starts with) is kept by default, because it is meaning in
-code and verse. Whitespace at the end of lines goes, more than ``max_blank_lines`` consecutive blank lines become
-that many, and the document loses its leading blank lines and trailing whitespace. Line breaks are never added or
-joined, so the line-based steps (``repetition_filter``) see the same lines.
+Lines are the pieces between "\\n". Within a line, every run of whitespace after the first word (spaces, tabs,
+no-break and other Unicode spaces, and any other whitespace character such as "\\r" or form feed) becomes one space;
+indentation (the whitespace a line starts with) is kept as it is by default, because it is meaning in code and verse.
+Whitespace at the end of lines goes, more than ``max_blank_lines`` consecutive blank lines become that many, and the
+document loses its leading and trailing blank lines. Lines are never joined, so the line-based steps
+(``repetition_filter``) see the same lines.
 """
 
 from __future__ import annotations
-
-import re
 
 from pydantic import Field
 
 from hookformer.core.parts import PartOptions
 from hookformer.plugins.cleaners.step import CleaningStep
-
-#: Horizontal whitespace: every whitespace character but the line breaks.
-_SPACE = r"[^\S\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
-_TRAILING = re.compile(rf"{_SPACE}+$", re.MULTILINE)
-#: After a non-space character: two or more spaces, or one that is not a plain space (a tab, a no-break space).
-_INNER_RUN = re.compile(rf"(?<=\S)(?:{_SPACE}{{2,}}|(?! ){_SPACE})")
-_INDENT = re.compile(rf"^{_SPACE}+", re.MULTILINE)
 
 
 class WhitespaceOptions(PartOptions):
@@ -33,18 +25,23 @@ class WhitespaceOptions(PartOptions):
 class Whitespace(CleaningStep):
     name = "whitespace"
 
-    def __init__(self, options: WhitespaceOptions):
-        super().__init__(options)
-        self._blank_run = re.compile("\n" * (options.max_blank_lines + 2) + "+")
-        self._blank_lines = "\n" * (options.max_blank_lines + 1)
-
     def clean(self, text: str) -> str:
-        text = _TRAILING.sub("", text)
-        text = _INNER_RUN.sub(" ", text)
-        if not self.options.keep_indentation:
-            text = _INDENT.sub("", text)
-        text = self._blank_run.sub(self._blank_lines, text)
-        return text.lstrip("\n").rstrip()
+        keep_indentation, max_blank = self.options.keep_indentation, self.options.max_blank_lines
+        lines: list[str] = []
+        blank = 0
+        for line in text.split("\n"):
+            words = line.split()  # str.split() without arguments: any run of whitespace, ends dropped
+            if not words:
+                blank += 1
+                continue
+            if lines and blank:
+                lines += [""] * min(blank, max_blank)
+            blank = 0
+            body = " ".join(words)
+            if keep_indentation and line[0].isspace():
+                body = line[: len(line) - len(line.lstrip())] + body
+            lines.append(body)
+        return "\n".join(lines)
 
 
 def build(options: WhitespaceOptions, ctx) -> Whitespace:

@@ -9,6 +9,7 @@ non-overlapping (N, block_size) int64 blocks, the remainder dropped.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -83,13 +84,19 @@ def _first_bad_record(files: Sequence[Path], text_field: str) -> str | None:
     return None
 
 
-def _cut(ids: list[int], cut: int, eos: int) -> list[int]:
-    """``ids`` with eos after every ``cut`` tokens and at the end: the document as pieces of at most ``cut`` tokens."""
-    out: list[int] = []
-    for start in range(0, len(ids), cut):
-        out += ids[start:start + cut]
-        out.append(eos)
-    return out or [eos]
+def token_lists(encoded: list[list[int]], eos: int, cut: int | None = None) -> pa.ListArray:
+    """Tokenized documents as one Arrow list of int32 per document, with ``eos`` after each document, or after each
+    piece of at most ``cut`` tokens (an empty document is a lone ``eos``). Built with numpy from the flat ids."""
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum()))
+    pieces = np.ones_like(lengths) if cut is None else np.maximum(1, -(-lengths // cut))
+    offsets = np.concatenate([[0], np.cumsum(lengths + pieces)])
+    # A token's place: its document's start, its index in the document, plus the eos of the pieces before it.
+    index = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    place = np.repeat(offsets[:-1], lengths) + index + (index // cut if cut is not None else 0)
+    values = np.full(offsets[-1], eos, dtype=np.int32)
+    values[place] = flat
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
 
 
 def _non_blank(texts: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -182,15 +189,14 @@ class PackedSource:
 
         cut = self._options.max_document_tokens
 
-        def encode(batch: dict) -> dict:
-            encoded = tokenizer.encode_batch(batch["text"])
-            if cut is None:
-                return {"input_ids": [ids + [eos] for ids in encoded]}
-            return {"input_ids": [_cut(ids, cut, eos) for ids in encoded]}
+        def encode(batch: pa.Table) -> pa.Table:
+            encoded = tokenizer.encode_batch(batch.column("text").to_pylist())
+            return pa.table({"input_ids": token_lists(encoded, eos, cut)})
 
         docs = self._splits[split]
         with quiet_datasets():
-            tokenized = docs.map(
+            # In and out as Arrow: the ids go to the cache file without a Python list per document.
+            tokenized = docs.with_format("arrow").map(
                 encode, batched=True, remove_columns=docs.column_names, features=_TOKEN_FEATURES,
                 # num_proc=1 would still start a one-process pool; None tokenizes in this process.
                 num_proc=self._options.num_proc if self._options.num_proc > 1 else None,
