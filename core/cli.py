@@ -232,43 +232,42 @@ def _train_ranks(args, config, run_dir: Path, world) -> int:
 def cmd_data(args) -> int:
     """The data stages of a config alone, then their report. The tokenizer has to be trained somewhere: in
     ``--run-dir``, kept, or in a temporary folder removed at the end."""
-    import tempfile
-
     from hookformer.core import config as run_config
 
     config = run_config.validate(run_config.compose(args.config, args.overrides), _catalog(args))
     data_options = config.parts["data"].options
-    if "report_examples" in type(data_options).model_fields:  # third-party sources may not keep examples
+    if "report_examples" in type(data_options).model_fields:  # a third-party source may keep no examples
         data_options.report_examples = args.examples
-    if args.run_dir is not None and args.run_dir.exists() and any(args.run_dir.iterdir()):
-        raise ConfigError(f"--run-dir {args.run_dir} already exists and is not empty; choose a new folder, or leave "
+    keep = args.run_dir
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise ConfigError(f"--run-dir {keep} already exists and is not empty; choose a new folder, or leave "
                           f"--run-dir out to work in a temporary one.")
 
     import json
+    import shutil
+    import tempfile
 
     import yaml
 
-    from hookformer.core.checkpoint import write_atomically
+    from hookformer.core.checkpoint import write_atomically  # heavy imports (torch, datasets) once the config is valid
     from hookformer.core.prepare import build_context, format_report, prepare_data
 
-    created = args.run_dir is not None and not args.run_dir.exists()
+    created = keep is not None and not keep.exists()
     with tempfile.TemporaryDirectory(prefix="hookformer-data-") as scratch:
-        run_dir = args.run_dir or Path(scratch)
+        run_dir = keep or Path(scratch)
         try:
-            prepared = prepare_data(config, build_context(config, run_dir))
+            report = prepare_data(config, build_context(config, run_dir)).data.report
         except HookformerError:
             if created:  # as with train: a failed start leaves nothing behind
-                import shutil
-
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        if args.run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomically(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
-            write_atomically(run_dir / "data_report.json", json.dumps(prepared.data.report, indent=2))
-    print(format_report(prepared.data.report, examples=args.examples))
-    if args.run_dir is not None:
-        print(f"written to {args.run_dir}: tokenizer, config.yaml, data_report.json")
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        write_atomically(keep / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
+        write_atomically(keep / "data_report.json", json.dumps(report, indent=2))
+    print(format_report(report, examples=args.examples))
+    if keep is not None:
+        print(f"kept in {keep}: config.yaml, data_report.json and the tokenizer's files")
     return 0
 
 

@@ -4,7 +4,8 @@ Rajaraman and Ullman, "Mining of Massive Datasets", ch. 3).
 
 - A document is the set of its word ``shingle_size``-grams (lowercased; whitespace-separated words); one with fewer
   words is one shingle of all of them. The Jaccard similarity of two documents is |A & B| / |A | B| of their sets.
-- Each shingle is hashed to 32 bits, and ``num_perm`` seeded hash functions h(x) = (a x + b mod 2^64) >> 32 (a odd,
+- Each word is hashed to 64 bits from its bytes (:func:`word_hashes`), a shingle to a seeded combination of its
+  words' hashes folded to 32 bits, and ``num_perm`` seeded hash functions h(x) = (a x + b mod 2^64) >> 32 (a odd,
   multiply-add-shift) stand in for random permutations: the signature of a document is the minimum of each function
   over its shingles. Two signatures agree on a function with probability equal to the documents' Jaccard
   similarity, so the share of agreeing positions estimates it (standard error sqrt(J (1 - J) / num_perm)).
@@ -33,9 +34,8 @@ from hookformer.plugins.cleaners.step import CleaningStep
 #: Shingles per chunk of the signature computation: its buffer is num_perm x this x 8 bytes (8 MB at the default).
 _CHUNK = 1 << 13
 _LOW32 = np.uint64(0xFFFFFFFF)
-
-
-_BASE = 0x100000001B3  # the FNV-1 64-bit prime: odd, so invertible mod 2^64
+#: Base of the word hash polynomial: the FNV 64-bit prime (odd, so invertible mod 2^64).
+_BASE = 0x100000001B3
 _BASE_INVERSE = pow(_BASE, -1, 1 << 64)
 
 

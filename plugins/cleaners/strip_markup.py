@@ -15,8 +15,9 @@ It is conservative: it removes only what cannot be prose, so text *about* markup
 - character references ending in ``;``: named (``&amp;``, ``&nbsp;``) and numeric (``&#39;``, ``&#x27;``) ones
   become their character; an unknown name or one without ``;`` (``AT&T``, ``?a=1&copy=2``) is left alone.
 
-Known limit: text that discusses HTML with real tag pairs (``write <b>bold</b>``) loses them. Put this step before ``strip_control`` (a reference may produce a control character)
-and before ``whitespace`` (removed tags leave spaces and blank lines).
+Known limit: text that discusses HTML with real tag pairs (``write <b>bold</b>``) loses them. Put this step before
+``strip_control`` (a reference may produce a control character) and before ``whitespace`` (removed tags leave spaces
+and blank lines).
 """
 
 from __future__ import annotations
