@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -196,7 +197,8 @@ def main() -> None:
         results, texts = {}, []
         for num_proc in args.procs:
             results[num_proc], _, texts = pipeline(catalog, shards, tmp / f"p{num_proc}", num_proc, tokenizer_options)
-        print(f"\n## Stages ({corpus_mb:.0f} MB corpus; MB/s of the text entering each stage)\n")
+        print(f"\n## Stages ({corpus_mb:.0f} MB corpus; MB/s of the text entering each stage; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n")
         header = "| stage | " + " | ".join(f"{p} proc: MB in, s, MB/s" for p in args.procs)
         ratio = len(args.procs) > 1
         print(header + (f" | {args.procs[-1]} vs {args.procs[0]} |" if ratio else " |"))
