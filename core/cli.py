@@ -1,4 +1,4 @@
-"""The ``hookformer`` command line: ``train``, ``generate``, ``plugins list``, ``plugins show``.
+"""The ``hookformer`` command line: ``train``, ``data``, ``generate``, ``plugins list``, ``plugins show``.
 
 A user error (bad config, data or plugin) prints one paragraph and exits with code 2; ``--debug`` shows the
 traceback. Listing plugins imports no torch, datasets or triton.
@@ -30,6 +30,13 @@ def _plugin_flags(parser: argparse.ArgumentParser, defaults: bool) -> None:
                              "(also: HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD=1)")
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count of 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _plugin_flags(common, defaults=False)
@@ -49,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nproc", type=int, default=1, metavar="N", help="train with N processes on this machine: "
                        "runs torchrun --standalone --nproc_per_node N -m hookformer train ... (set "
                        "train.distributed.strategy)")
+
+    data = commands.add_parser("data", parents=[common], help="run the data stages alone (read, clean, train the "
+                               "tokenizer, tokenize, pack) and print what each did")
+    data.add_argument("config", nargs="?", type=Path, help="YAML config, as for train (only data, cleaning, "
+                      "tokenizer and train.seed matter)")
+    data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. --set data.num_proc=2")
+    data.add_argument("--examples", type=_count, default=3, metavar="N",
+                      help="examples of removed text to show per cleaning step (default 3)")
+    data.add_argument("--run-dir", type=Path, help="keep the trained tokenizer, config.yaml and data_report.json in "
+                      "this new or empty folder (default: a temporary folder, removed at the end; the data caches "
+                      "are kept either way)")
 
     generate = commands.add_parser("generate", parents=[common], help="generate text from a run's latest checkpoint")
     generate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -210,6 +229,48 @@ def _train_ranks(args, config, run_dir: Path, world) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    """The data stages of a config alone, then their report. The tokenizer has to be trained somewhere: in
+    ``--run-dir``, kept, or in a temporary folder removed at the end."""
+    from hookformer.core import config as run_config
+
+    config = run_config.validate(run_config.compose(args.config, args.overrides), _catalog(args))
+    data_options = config.parts["data"].options
+    if "report_examples" in type(data_options).model_fields:  # a third-party source may keep no examples
+        data_options.report_examples = args.examples
+    keep = args.run_dir
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise ConfigError(f"--run-dir {keep} already exists and is not empty; choose a new folder, or leave "
+                          f"--run-dir out to work in a temporary one.")
+
+    import json
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from hookformer.core.checkpoint import write_atomically  # heavy imports (torch, datasets) once the config is valid
+    from hookformer.core.prepare import build_context, format_report, prepare_data
+
+    created = keep is not None and not keep.exists()
+    with tempfile.TemporaryDirectory(prefix="hookformer-data-") as scratch:
+        run_dir = keep or Path(scratch)
+        try:
+            report = prepare_data(config, build_context(config, run_dir)).data.report
+        except HookformerError:
+            if created:  # as with train: a failed start leaves nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        write_atomically(keep / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
+        write_atomically(keep / "data_report.json", json.dumps(report, indent=2))
+    print(format_report(report, examples=args.examples))
+    if keep is not None:
+        print(f"kept in {keep}: config.yaml, data_report.json and the tokenizer's files")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from hookformer.core import config as run_config
 
@@ -236,7 +297,7 @@ def _which_rank() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    handler = {"train": cmd_train, "generate": cmd_generate}.get(args.command) or {
+    handler = {"train": cmd_train, "data": cmd_data, "generate": cmd_generate}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:
         return handler(args)

@@ -24,7 +24,7 @@ from hookformer.core.config import RunConfig
 from hookformer.core.distributed import World
 from hookformer.core.errors import CheckpointError, HookformerError
 from hookformer.core.generate import generate
-from hookformer.core.parts import BuildContext
+from hookformer.core.prepare import build_context, prepare_data
 from hookformer.core.sampler import TableStream, as_table, table_rows
 
 
@@ -87,15 +87,10 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        ctx = self.ctx = BuildContext(run_dir=self.run_dir, catalog=self.config.catalog, device=self.device,
-                                      seed=cfg.seed, train=cfg, total_steps=cfg.max_steps)
+        ctx = self.ctx = build_context(self.config, self.run_dir, self.device)
         self.log("preparing data")
-        ctx.cleaners = [choice.build(ctx) for choice in self.config.cleaning]
-        with self.world.main_first():  # rank 0 writes the data cache and trains the tokenizer; the others load them
-            ctx.data = self.data = parts["data"].build(ctx)
-            ctx.block_size = self.data.block_size
-            ctx.tokenizer = self.tokenizer = parts["tokenizer"].build(ctx)
-            splits = self.data.prepare(self.tokenizer)
+        prepared = prepare_data(self.config, ctx, self.world)
+        self.data, self.tokenizer, splits = prepared.data, prepared.tokenizer, prepared.blocks
         ctx.label_names = getattr(self.data, "label_names", None)
         # A table is drawn from in seeded order; a streaming source hands over its own resumable stream.
         train = splits["train"]

@@ -1,15 +1,20 @@
-"""The data parts: reading (text, JSONL, invalid UTF-8, globs), splitting, tokenizing with a cache, packing, and the
-built-in Python documentation corpus. Real files and real `datasets` pipelines; the real byte tokenizer."""
+"""The data parts: reading (text, JSONL, CSV, TSV, Parquet, folders, globs, saved datasets; invalid UTF-8 and other
+bad input), cleaning before the split, tokenizing with a cache, packing, the built-in Python documentation corpus, and
+the ``hookformer data`` command. Real files and real `datasets` pipelines; the real byte tokenizer."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
+import yaml
 
+from hookformer.core.cli import main
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data import python_docs
@@ -274,3 +279,275 @@ def test_builtin_corpus_is_deterministic_and_cached(docs_source, catalog, tmp_pa
     again = build(catalog, "builtin", tmp_path, cache_dir=str(cache_dir))
     assert again.report["corpus"]["extraction_seconds"] is None
     assert list(again.documents("validation")) == list(source.documents("validation"))
+
+
+# -- cleaning in the sources ---------------------------------------------------------------------------------------
+
+def cleaners(catalog, *specs) -> list:
+    """Built cleaning steps from (name, options) pairs, as ``BuildContext.cleaners`` holds them."""
+    built = []
+    for name, options in specs:
+        entry = catalog.get("cleaner", name)
+        built.append(entry.build(entry.options_model()(**options), None))
+    return built
+
+
+def build_cleaned(catalog, part: str, tmp_path: Path, steps: list, **options):
+    entry = catalog.get("data", part)
+    return entry.build(entry.options_model()(**options), BuildContext(run_dir=tmp_path / "run", cleaners=steps))
+
+
+def test_sources_clean_before_splitting_and_report_every_step_in_order(catalog, tmp_path):
+    docs = [*DOCS, DOCS[0].upper(), "<p>tiny</p>"]
+    write_paragraphs(tmp_path / "a.txt", docs)
+    steps = cleaners(catalog, ("strip_markup", {}), ("length_filter", {"min_words": 2}), ("exact_dedup", {}))
+    source = build_cleaned(catalog, "text", tmp_path, steps, paths=[str(tmp_path / "a.txt")], val_fraction=0.1)
+    kept = [*source.documents("train"), *source.documents("validation")]
+    assert sorted(kept) == sorted(DOCS)
+    assert [entry["step"] for entry in source.report["cleaning"]] == ["strip_markup", "length_filter", "exact_dedup"]
+    assert [entry["documents"]["removed"] for entry in source.report["cleaning"]] == [0, 1, 1]
+    assert source.report["cleaning"][1]["examples"] == ["<p>tiny</p>"]
+    assert source.report["documents"]["train"] + source.report["documents"]["validation"] == len(DOCS)
+    json.dumps(source.report)
+
+
+def test_every_built_in_source_cleans(catalog, tmp_path):
+    datasets.Dataset.from_dict({"text": ["one text", "two texts", "one TEXT"]}).save_to_disk(str(tmp_path / "saved"))
+    steps = cleaners(catalog, ("exact_dedup", {}))
+    saved = build_cleaned(catalog, "saved", tmp_path, steps, path=str(tmp_path / "saved"))
+    assert saved.report["cleaning"][0]["documents"] == {"in": 3, "kept": 2, "removed": 1, "changed": 0}
+    docs = build_cleaned(catalog, "builtin", tmp_path, cleaners(catalog, ("length_filter", {"max_chars": 2000})),
+                         include=["topics"])
+    assert docs.report["cleaning"][0]["documents"]["removed"] > 0
+    assert all(len(doc) <= 2000 for doc in docs.documents("train"))
+
+
+def test_a_cleaning_chain_that_removes_every_document_names_the_step(catalog, tmp_path):
+    write_paragraphs(tmp_path / "a.txt", DOCS)
+    steps = cleaners(catalog, ("nfkc", {}), ("length_filter", {"min_words": 100}))
+    with pytest.raises(DataError, match=r"step cleaning\.1 \(length_filter\) removed the last 40 of the 40"):
+        build_cleaned(catalog, "text", tmp_path, steps, paths=[str(tmp_path / "a.txt")])
+
+
+def test_the_cleaned_documents_and_the_tokens_are_cached_under_the_cleaning_chain(catalog, tok, tmp_path):
+    path = write_paragraphs(tmp_path / "a.txt", [*DOCS, *DOCS])
+
+    def prepared(steps, **options):
+        source = build_cleaned(catalog, "text", tmp_path, steps, paths=[str(path)], block_size=8, **options)
+        return source, source.prepare(tok)
+
+    dedup = [("exact_dedup", {})]
+    first, blocks = prepared(cleaners(catalog, *dedup), num_proc=2)
+    assert first.report["cleaning_cache_hit"] is False and first.report["cache_hit"]["train"] is False
+    again, same = prepared(cleaners(catalog, *dedup))  # another num_proc reuses both caches
+    assert again.report["cleaning_cache_hit"] is True and again.report["cache_hit"] == {"train": True,
+                                                                                          "validation": True}
+    assert again.report["cleaning"] == first.report["cleaning"] and torch.equal(same["train"], blocks["train"])
+    other, more = prepared(cleaners(catalog, *dedup, ("length_filter", {"min_words": 5})))
+    assert other.report["cleaning_cache_hit"] is False and other.report["cache_hit"]["train"] is False
+    none, _ = prepared([])
+    assert none.report["cache_hit"]["train"] is False and none.report["cleaning"] == []
+    assert len(list(none.documents("train"))) > len(list(first.documents("train")))
+
+
+def test_max_document_tokens_cuts_documents_into_pieces_that_each_end_with_eos(catalog, tok, tmp_path):
+    write_paragraphs(tmp_path / "a.txt", ["x" * 25, "y" * 10, "z" * 3, "w" * 21])
+    source = build(catalog, "text", tmp_path, paths=[str(tmp_path / "a.txt")], block_size=2, val_fraction=0.25,
+                   max_document_tokens=10)
+    blocks = source.prepare(tok)
+    eos = tok.special.eos
+    for split in ("train", "validation"):
+        stream = []
+        for doc in source.documents(split):
+            ids = tok.encode(doc)
+            for start in range(0, len(ids), 10):
+                stream += [*ids[start:start + 10], eos]
+        assert blocks[split].flatten().tolist() == stream[: blocks[split].numel()]
+        assert source.report["pieces"][split] == stream.count(eos)
+    assert source.report["pieces"]["train"] + source.report["pieces"]["validation"] == 3 + 1 + 1 + 3
+
+
+# -- more formats: CSV, TSV, Parquet, folders, saved datasets ------------------------------------------------------
+
+def test_csv_and_tsv_read_the_text_column_named_by_text_field(catalog, tmp_path):
+    (tmp_path / "a.csv").write_text('id,body\n1,"first, with a comma"\n2,"second\nover two lines"\n3,\n')
+    (tmp_path / "b.tsv").write_text("body\tid\nthird from tsv\t4\n")
+    source = build(catalog, "text", tmp_path, paths=[str(tmp_path / "a.csv"), str(tmp_path / "b.tsv")],
+                   text_field="body")
+    assert sorted([*source.documents("train"), *source.documents("validation")]) == [
+        "first, with a comma", "second\nover two lines", "third from tsv"]
+    assert source.report["format"] == {str(tmp_path / "a.csv"): "csv", str(tmp_path / "b.tsv"): "tsv"}
+    assert source.report["documents"]["blank_dropped"] == 1  # the empty cell
+
+
+def test_a_numeric_csv_column_is_read_as_text(catalog, tmp_path):
+    (tmp_path / "a.csv").write_text("text\n12\n34\n")
+    source = build(catalog, "text", tmp_path, paths=[str(tmp_path / "a.csv")])
+    assert sorted([*source.documents("train"), *source.documents("validation")]) == ["12", "34"]
+
+
+def test_a_missing_column_names_the_file_and_its_columns(catalog, tmp_path):
+    (tmp_path / "good.csv").write_text("text\nfine\n")
+    (tmp_path / "bad.csv").write_text("id,content\n1,no text column\n")
+    with pytest.raises(DataError) as info:
+        build(catalog, "text", tmp_path, paths=[str(tmp_path / "good.csv"), str(tmp_path / "bad.csv")])
+    assert f'{tmp_path / "bad.csv"} has no column "text" (data.text_field); its columns are: id, content' in str(
+        info.value)
+
+
+def test_a_malformed_csv_names_the_file(catalog, tmp_path):
+    (tmp_path / "good.csv").write_text("text\nfine\nalso fine\n")
+    (tmp_path / "bad.csv").write_text('text,n\n"ok",1\n"unterminated,2\nmore\n')
+    with pytest.raises(DataError, match=f"cannot read {tmp_path / 'bad.csv'} as CSV: .*EOF inside string"):
+        build(catalog, "text", tmp_path, paths=[str(tmp_path / "good.csv"), str(tmp_path / "bad.csv")])
+
+
+def test_parquet_reads_only_the_text_column(catalog, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2, 3], "content": ["alpha text", "beta text", "gamma text"]}),
+                   tmp_path / "a.parquet")
+    source = build(catalog, "text", tmp_path, paths=[str(tmp_path / "a.parquet")], text_field="content")
+    assert sorted([*source.documents("train"), *source.documents("validation")]) == ["alpha text", "beta text",
+                                                                                      "gamma text"]
+    with pytest.raises(DataError, match='has no column "text" .*its columns are: id, content'):
+        build(catalog, "text", tmp_path, paths=[str(tmp_path / "a.parquet")])
+    with pytest.raises(DataError, match='column "id" .*holds int64, not text'):
+        build(catalog, "text", tmp_path, paths=[str(tmp_path / "a.parquet")], text_field="id")
+
+
+def test_a_corrupt_parquet_file_is_named(catalog, tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not really parquet")
+    with pytest.raises(DataError, match=f"{tmp_path / 'broken.parquet'} is not a readable Parquet file"):
+        build(catalog, "text", tmp_path, paths=[str(tmp_path / "broken.parquet")])
+
+
+def test_a_file_that_cannot_be_opened_is_named(catalog, tmp_path):
+    write_paragraphs(tmp_path / "corpus" / "good.txt", DOCS)
+    (tmp_path / "corpus" / "gone.txt").symlink_to(tmp_path / "deleted.txt")  # a dangling link: root cannot read it
+    with pytest.raises(DataError, match=f"cannot read {tmp_path / 'corpus' / 'gone.txt'}: No such file"):
+        build(catalog, "text", tmp_path, paths=[str(tmp_path / "corpus")])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_file_is_named(catalog, tmp_path):
+    path = write_paragraphs(tmp_path / "secret.txt", DOCS)
+    path.chmod(0)
+    with pytest.raises(DataError, match=f"cannot read {path}: Permission denied"):
+        build(catalog, "text", tmp_path, paths=[str(path)])
+
+
+def test_a_folder_stands_for_its_files_at_any_depth_by_suffix_without_hidden_ones(catalog, tmp_path):
+    corpus = tmp_path / "corpus"
+    write_paragraphs(corpus / "b.txt", ["from b"])
+    write_paragraphs(corpus / "sub" / "a.md", ["from a"])
+    (corpus / "sub" / "c.jsonl").write_text('{"text": "from c"}\n')
+    write_paragraphs(corpus / "skip.bin", ["not a text suffix"])
+    write_paragraphs(corpus / ".hidden.txt", ["hidden file"])
+    write_paragraphs(corpus / ".git" / "x.txt", ["hidden folder"])
+    source = build(catalog, "text", tmp_path, paths=[str(corpus)])
+    assert source.report["files"] == [str(corpus / "b.txt"), str(corpus / "sub" / "a.md"),
+                                      str(corpus / "sub" / "c.jsonl")]
+    assert source.report["format"][str(corpus / "sub" / "c.jsonl")] == "jsonl"
+    only_md = build(catalog, "text", tmp_path, paths=[str(corpus)], folder_suffixes=[".md", ".bin"])
+    assert only_md.report["files"] == [str(corpus / "skip.bin"), str(corpus / "sub" / "a.md")]
+    with pytest.raises(DataError, match=r'the folder ".*" holds no file ending in \.csv'):
+        build(catalog, "text", tmp_path, paths=[str(corpus)], folder_suffixes=[".csv"])
+
+
+def test_a_latin_1_file_among_utf_8_ones_follows_the_invalid_utf8_policy(catalog, tmp_path):
+    write_paragraphs(tmp_path / "a.txt", ["plain utf-8", "caf\u00e9 in utf-8"])
+    (tmp_path / "b.txt").write_bytes("first line\n\ncaf\u00e9 in latin-1\n".encode("latin-1"))
+    (tmp_path / "c.csv").write_bytes("text\nna\u00efve latin-1 cell\nfine cell\n".encode("latin-1"))
+    paths = [str(tmp_path / name) for name in ("a.txt", "b.txt", "c.csv")]
+    with pytest.raises(DataError, match=f"{tmp_path / 'b.txt'}, line 3: .*not valid UTF-8"):
+        build(catalog, "text", tmp_path, paths=paths, invalid_utf8="error")
+    replaced = build(catalog, "text", tmp_path, paths=paths)
+    docs = [*replaced.documents("train"), *replaced.documents("validation")]
+    assert "caf\ufffd in latin-1\n" in docs and "na\ufffdve latin-1 cell" in docs and "caf\u00e9 in utf-8" in docs
+    assert replaced.report["invalid_utf8"]["files"] == {str(tmp_path / "b.txt"): 1, str(tmp_path / "c.csv"): 1}
+    skipped = build(catalog, "text", tmp_path, paths=paths, invalid_utf8="skip")
+    assert sorted([*skipped.documents("train"), *skipped.documents("validation")]) == [
+        "caf\u00e9 in utf-8", "fine cell", "first line", "plain utf-8"]
+
+
+def test_saved_reads_a_dataset_or_a_split_of_a_dataset_dict(catalog, tmp_path):
+    train = datasets.Dataset.from_dict({"body": ["train one", "train two"], "n": [1, 2]})
+    test = datasets.Dataset.from_dict({"body": ["test one", "test two", "test three"], "n": [3, 4, 5]})
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "dict"))
+    source = build(catalog, "saved", tmp_path, path=str(tmp_path / "dict"), split="test", text_field="body")
+    assert sorted([*source.documents("train"), *source.documents("validation")]) == ["test one", "test three",
+                                                                                      "test two"]
+    assert source.report["split"] == "test" and source.report["source"] == "saved"
+    train.save_to_disk(str(tmp_path / "one"))
+    single = build(catalog, "saved", tmp_path, path=str(tmp_path / "one"), text_field="body")
+    assert sorted([*single.documents("train"), *single.documents("validation")]) == ["train one", "train two"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(path="dict"), 'data.split: ".*dict" holds the splits train, test; choose one'),
+    (dict(path="dict", split="dev"), 'data.split: ".*dict" has no split "dev"; its splits are: train, test'),
+    (dict(path="one", split="train"), 'data.split: ".*one" holds one dataset, not a DatasetDict'),
+    (dict(path="dict", split="train", text_field="text"),
+     'split "train" of .*dict has no column "text" \\(data.text_field\\); its columns are: body, n'),
+    (dict(path="dict", split="train", text_field="n"), 'column "n" \\(data.text_field\\) holds .*int64.*, not text'),
+    (dict(path="missing"), 'data.path: ".*missing" not found'),
+    (dict(path="plain"), 'data.path: ".*plain" is not a dataset saved with save_to_disk'),
+])
+def test_saved_errors_name_the_path_split_and_columns(catalog, tmp_path, options, message):
+    data = datasets.Dataset.from_dict({"body": ["a text", "b text"], "n": [1, 2]})
+    datasets.DatasetDict({"train": data, "test": data}).save_to_disk(str(tmp_path / "dict"))
+    data.save_to_disk(str(tmp_path / "one"))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(DataError, match=message):
+        build(catalog, "saved", tmp_path, **{**options, "path": str(tmp_path / options["path"])})
+
+
+# -- hookformer data ------------------------------------------------------------------------------------------------
+
+def data_config(tmp_path: Path, *cleaning, **data) -> Path:
+    corpus = write_paragraphs(tmp_path / "corpus.txt", [*DOCS, DOCS[1], "<b>x</b>"])
+    config = {"data": {"name": "text", "paths": [str(corpus)], "block_size": 16, **data},
+              "tokenizer": {"name": "byte"}, "cleaning": list(cleaning)}
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_data_command_prints_each_cleaning_step_examples_and_token_counts(tmp_path, capsys):
+    config = data_config(tmp_path, "strip_markup", {"name": "length_filter", "min_chars": 3}, "exact_dedup")
+    assert main(["data", str(config), "--examples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "data: text, 1 file" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("0 ", "1 ", "2 "))]
+    assert [row[:6] for row in rows] == [["0", "strip_markup", "42", "42", "0", "1"],
+                                         ["1", "length_filter", "42", "41", "1", "0"],
+                                         ["2", "exact_dedup", "41", "40", "1", "0"]]
+    assert "removed by length_filter (1 documents), the first 1:\n  '<b>x</b>'" in out
+    assert f"removed by exact_dedup (1 documents), the first 1:\n  {DOCS[1]!r}" in out
+    assert "documents: 38 train, 2 validation" in out and "tokenizer: byte" in out
+    assert out.count(" no\n") == 2  # tokens were not cached yet; no run directory is left behind
+    assert main(["data", str(config), "--examples", "0"]) == 0
+    again = capsys.readouterr().out
+    assert "cleaning (from the cache)" in again and "removed by" not in again and again.count(" yes\n") == 2
+
+
+def test_the_data_command_keeps_its_outputs_in_run_dir(tmp_path, capsys):
+    config = data_config(tmp_path, "exact_dedup")
+    run_dir = tmp_path / "kept"
+    assert main(["data", str(config), "--run-dir", str(run_dir), "--set", "data.block_size=8"]) == 0
+    report = json.loads((run_dir / "data_report.json").read_text())
+    assert report["block_size"] == 8 and report["cleaning"][0]["step"] == "exact_dedup"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["cleaning"] == [{"name": "exact_dedup"}]
+    assert main(["data", str(config), "--run-dir", str(run_dir)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+
+
+def test_the_data_command_exits_2_naming_the_step_that_removed_everything(tmp_path, capsys):
+    config = data_config(tmp_path, {"name": "length_filter", "min_chars": 10000})
+    run_dir = tmp_path / "new"
+    assert main(["data", str(config), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hookformer: error: cleaning removed every document: step cleaning.0 (length_filter)")
+    assert not run_dir.exists()  # a failed start leaves nothing behind

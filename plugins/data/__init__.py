@@ -9,7 +9,8 @@ _HERE = __name__
 @hookimpl
 def hookformer_parts():
     return [
-        PartSpec("data", "text", "local text (.txt) and JSONL files read with `datasets`, tokenized and packed",
+        PartSpec("data", "text", "local files, folders and globs: text, JSON Lines, CSV, TSV and Parquet, read with "
+                 "`datasets`, cleaned, tokenized and packed",
                  factory=f"{_HERE}.text_files:build", options=f"{_HERE}.text_files:TextFilesOptions"),
         PartSpec("data", "builtin", "the Python documentation corpus shipped with CPython (pydoc topics and the "
                  "standard library's docstrings): no download", factory=f"{_HERE}.python_docs:build",
@@ -20,4 +21,6 @@ def hookformer_parts():
         PartSpec("data", "prompt_response", "prompt/response pairs from local JSONL, CSV or TSV files for "
                  "supervised fine-tuning (objective sft)", factory=f"{_HERE}.prompt_response:build",
                  options=f"{_HERE}.prompt_response:PromptResponseOptions"),
+        PartSpec("data", "saved", "a dataset written with `datasets`' save_to_disk (one split, one text column)",
+                 factory=f"{_HERE}.saved:build", options=f"{_HERE}.saved:SavedOptions"),
     ]

@@ -1,17 +1,16 @@
-"""What the data parts share: their common options, reading JSONL through `datasets`, and the pipeline from a
-documents ``Dataset`` (one ``text`` column) to packed blocks.
+"""What the data parts share: reading JSONL through `datasets`, and the pipeline from a documents ``Dataset`` (one
+``text`` column) to packed blocks.
 
-Pipeline: drop blank documents -> split by document (seeded) -> tokenize with ``Dataset.map``, eos after every
-document, cached on disk under a fingerprint of (content, tokenizer, split) -> flatten each split to one token stream
--> pack into non-overlapping (N, block_size) int64 blocks, the remainder dropped.
+Pipeline: drop blank documents -> the cleaning chain (``cleaning.py``; cached) -> split by document (seeded) ->
+tokenize with ``Dataset.map``, eos after every document (or every piece of ``max_document_tokens``), cached on disk
+under a fingerprint of (content, cleaning, tokenizer, split) -> flatten each split to one token stream -> pack into
+non-overlapping (N, block_size) int64 blocks, the remainder dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import itertools
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -20,69 +19,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from pydantic import Field
 
 from hookformer.core.errors import DataError
-from hookformer.core.parts import PartOptions, Tokenizer
+from hookformer.core.parts import Cleaner, Tokenizer
+from hookformer.plugins.data.cleaning import CleaningChain
+from hookformer.plugins.data.common import (DataOptions, cache_root, digest, files_fingerprint, hf_cache,
+                                            quiet_datasets)
 from hookformer.plugins.data.packing import with_document_ids
 
 #: Part of every token-cache key: bump it when the tokenized or packed output of the same input changes.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 _TOKEN_FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
-
-
-class DataOptions(PartOptions):
-    """Options every data source has."""
-
-    block_size: int = Field(128, gt=1, description="tokens per training block (the model's context length)")
-    val_fraction: float = Field(0.05, gt=0.0, lt=0.5,
-                                description="fraction of the documents held out for validation (at least one)")
-    num_proc: int = Field(1, ge=1, description="processes that tokenize")
-    cache_dir: str | None = Field(None, description="where parsed corpora and tokenized splits are cached "
-                                  "(default: $HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
-    document_mask: bool = Field(False, description="give packed blocks document_ids, so that attention stays inside "
-                                "each document (needs an attention kernel that supports document masks)")
-
-
-def cache_root(options: DataOptions) -> Path:
-    """The data cache directory of ``options`` (created)."""
-    if options.cache_dir:
-        root = Path(options.cache_dir).expanduser()
-    else:
-        root = Path(os.environ.get("HOOKFORMER_CACHE") or Path.home() / ".cache" / "hookformer").expanduser() / "data"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def hf_cache(root: Path) -> str:
-    """The directory given to ``datasets`` as ``cache_dir``, so nothing lands in ~/.cache/huggingface."""
-    return str(root / "hf")
-
-
-@contextlib.contextmanager
-def quiet_datasets() -> Iterator[None]:
-    """Silence datasets' progress bars and info logging for the duration; restore them after (not ours to keep)."""
-    bars_were_on = not datasets.are_progress_bars_disabled()
-    verbosity = datasets.logging.get_verbosity()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        datasets.logging.set_verbosity(verbosity)
-        if bars_were_on:
-            datasets.enable_progress_bars()
-
-
-def digest(*parts: object) -> str:
-    """A short stable hash of JSON-serializable parts (cache keys, fingerprints)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
-
-
-def files_fingerprint(files: Sequence[Path], **settings: object) -> str:
-    """Content fingerprint of a corpus: its files' paths, sizes and mtimes, plus the settings that shape documents."""
-    stats = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
-    return digest(stats, settings)
 
 
 def text_mask(documents: datasets.Dataset, predicate: Callable[[pa.ChunkedArray], pa.ChunkedArray]) -> np.ndarray:
@@ -138,43 +85,70 @@ def _first_bad_record(files: Sequence[Path], text_field: str) -> str | None:
     return None
 
 
+def token_lists(encoded: list[list[int]], eos: int, cut: int | None = None) -> pa.ListArray:
+    """Tokenized documents as one Arrow list of int32 per document, with ``eos`` after each document, or after each
+    piece of at most ``cut`` tokens (an empty document is a lone ``eos``). Built with numpy from the flat ids."""
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum()))
+    pieces = np.ones_like(lengths) if cut is None else np.maximum(1, -(-lengths // cut))
+    offsets = np.concatenate([[0], np.cumsum(lengths + pieces)])
+    # A token's place: its document's start, its index in the document, plus the eos of the pieces before it.
+    index = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    place = np.repeat(offsets[:-1], lengths) + index + (index // cut if cut is not None else 0)
+    values = np.full(offsets[-1], eos, dtype=np.int32)
+    values[place] = flat
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
+
+
 def _non_blank(texts: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.not_equal(pc.utf8_trim_whitespace(texts), "")
+    """True where a document has text; a missing value (an empty CSV cell) is blank."""
+    return pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(texts), ""), False)
 
 
 class PackedSource:
     """A :class:`~hookformer.core.parts.DataSource` over a documents ``Dataset``.
 
     ``files`` are what the corpus was read from (named in errors and the report); ``fingerprint`` identifies their
-    content and every option that shaped the documents: with the tokenizer's fingerprint and the split, it keys the
-    token cache. ``report`` starts with what the part read and gains the split, token and block counts.
+    content and every option that shaped the documents. ``cleaners`` (``BuildContext.cleaners``) clean the
+    documents before they are split; the cleaned documents are cached under the fingerprint and the chain's, and the
+    token cache under both plus the tokenizer's and the split. ``report`` starts with what the part read and gains
+    the cleaning counts and the split, token and block counts.
     """
 
     def __init__(self, documents: datasets.Dataset, *, files: Sequence[Path], fingerprint: str,
-                 options: DataOptions, seed: int, report: dict):
+                 options: DataOptions, seed: int, report: dict, cleaners: Sequence[Cleaner] = ()):
         self.block_size = options.block_size
         self.report = report
         self._options = options
         self._root = cache_root(options)
-        self._key = (PIPELINE_VERSION, fingerprint, seed, options.val_fraction)
         keep = np.flatnonzero(text_mask(documents, _non_blank))
         if len(keep) == 0:
             raise DataError(f"the corpus is empty (no document with text) in: {', '.join(map(str, files))}")
-        if len(keep) < 2:
-            raise DataError(f"the corpus has a single document ({', '.join(map(str, files))}): at least two are "
-                            f"needed, one for training and one for validation")
+        blank = len(documents) - len(keep)
+        if blank:
+            documents = documents.select(keep, keep_in_memory=True)
+        chain = CleaningChain(cleaners, examples=options.report_examples)
+        documents = chain.apply(documents, source_fingerprint=fingerprint, cache_dir=self._root / "cleaned",
+                                num_proc=options.num_proc)
+        self._key = (PIPELINE_VERSION, fingerprint, chain.fingerprint(), seed, options.val_fraction,
+                     options.max_document_tokens)
+        if len(documents) < 2:
+            cleaned = " after cleaning" if chain.steps else ""
+            raise DataError(f"the corpus has a single document{cleaned} ({', '.join(map(str, files))}): at least two "
+                            f"are needed, one for training and one for validation")
         # Split by document, so no document straddles training and validation.
-        order = np.random.default_rng(seed).permutation(len(keep))
-        n_validation = max(1, round(len(keep) * options.val_fraction))
+        order = np.random.default_rng(seed).permutation(len(documents))
+        n_validation = max(1, round(len(documents) * options.val_fraction))
         self._splits = {
-            "train": documents.select(np.sort(keep[order[n_validation:]]), keep_in_memory=True),
-            "validation": documents.select(np.sort(keep[order[:n_validation]]), keep_in_memory=True),
+            "train": documents.select(np.sort(order[n_validation:]), keep_in_memory=True),
+            "validation": documents.select(np.sort(order[:n_validation]), keep_in_memory=True),
         }
         report.update(
             files=[str(path) for path in files],
             bytes=sum(path.stat().st_size for path in files),
-            documents={"train": len(self._splits["train"]), "validation": n_validation,
-                       "blank_dropped": len(documents) - len(keep)},
+            cleaning=chain.report(),
+            cleaning_cache_hit=chain.cache_hit,
+            documents={"train": len(self._splits["train"]), "validation": n_validation, "blank_dropped": blank},
             block_size=self.block_size,
         )
 
@@ -190,16 +164,18 @@ class PackedSource:
     def prepare(self, tokenizer: Tokenizer) -> dict:
         """Tokenize (or load the cached tokens of) both splits and pack each into (N, block_size) int64 blocks;
         with ``document_mask``, each split is a table of the blocks and their ``document_ids``."""
-        blocks, tokens, hits = {}, {}, {}
+        blocks, tokens, hits, pieces = {}, {}, {}, {}
         for split in self._splits:
             stream, hits[split] = self._token_stream(split, tokenizer)
             tokens[split] = len(stream)
+            pieces[split] = int(np.count_nonzero(stream == tokenizer.special.eos))
             blocks[split] = self._pack(split, stream)
         self.report.update(
             tokenizer=tokenizer.fingerprint(),
             tokens=tokens,
             blocks={split: len(packed) for split, packed in blocks.items()},
             tokens_dropped={split: tokens[split] - blocks[split].numel() for split in blocks},
+            pieces=pieces,  # documents, or more with max_document_tokens: every piece ends with eos
             cache_hit=hits,
         )
         if self._options.document_mask:
@@ -215,12 +191,16 @@ class PackedSource:
         # map() writes one file, or one per process with a suffix; either set is reused whatever num_proc is now.
         hit = any(cache_file.parent.glob(f"{fingerprint}*.arrow"))
 
-        def encode(batch: dict) -> dict:
-            return {"input_ids": [ids + [eos] for ids in tokenizer.encode_batch(batch["text"])]}
+        cut = self._options.max_document_tokens
+
+        def encode(batch: pa.Table) -> pa.Table:
+            encoded = tokenizer.encode_batch(batch.column("text").to_pylist())
+            return pa.table({"input_ids": token_lists(encoded, eos, cut)})
 
         docs = self._splits[split]
         with quiet_datasets():
-            tokenized = docs.map(
+            # In and out as Arrow: the ids go to the cache file without a Python list per document.
+            tokenized = docs.with_format("arrow").map(
                 encode, batched=True, remove_columns=docs.column_names, features=_TOKEN_FEATURES,
                 # num_proc=1 would still start a one-process pool; None tokenizes in this process.
                 num_proc=self._options.num_proc if self._options.num_proc > 1 else None,

@@ -25,7 +25,8 @@ from pydantic import Field
 from hookformer.core.checkpoint import write_atomically
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
-from hookformer.plugins.data.pipeline import DataOptions, PackedSource, cache_root, files_fingerprint, read_jsonl
+from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint
+from hookformer.plugins.data.pipeline import PackedSource, read_jsonl
 
 #: Part of the corpus file name: bump it when extraction changes, so cached corpora are rebuilt.
 CORPUS_VERSION = 1
@@ -123,4 +124,4 @@ def build(options: PythonDocsOptions, ctx: BuildContext) -> PackedSource:
                    "megabytes": round(path.stat().st_size / 1e6, 2), "extraction_seconds": seconds},
     }
     return PackedSource(documents, files=[path], fingerprint=files_fingerprint([path]), options=options,
-                        seed=ctx.seed, report=report)
+                        seed=ctx.seed, report=report, cleaners=ctx.cleaners)

@@ -36,6 +36,7 @@ from pydantic import Field
 
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import PartOptions, Tokenizer
+from hookformer.plugins.data.cleaning import CleaningChain
 from hookformer.plugins.data.packing import with_document_ids
 from hookformer.plugins.data.pipeline import _first_bad_record, cache_root, digest, hf_cache, quiet_datasets
 
@@ -65,13 +66,6 @@ class StreamFile:
     jsonl: bool
     read_from: Path  # the file itself, or a UTF-8-repaired copy of a JSONL file with invalid bytes
     invalid_bytes: int = 0
-
-
-def clean(cleaners: list, texts: list[str]) -> list[str]:
-    """The documents the cleaning chain keeps, cleaned, in order: each step runs on the whole batch."""
-    for cleaner in cleaners:
-        texts = [text for text in cleaner(texts) if text is not None]
-    return texts
 
 
 def held_out(text: str, fraction: float) -> bool:
@@ -162,8 +156,8 @@ class StreamingSource:
         self._files = [f for f in files if f.path.stat().st_size]  # `datasets` fails on empty files; no documents
         if not self._files:
             raise DataError(f"the corpus is empty (no document with text) in: {', '.join(str(f.path) for f in files)}")
-        self._cleaners = cleaners
-        self.stateful_cleaners = [cleaner for cleaner in cleaners if getattr(cleaner, "stateful", False)]
+        self.chain = CleaningChain(cleaners, examples=options.report_examples)
+        self.stateful_cleaners = [step for step in self.chain.steps if step.stateful]
         for cleaner in self.stateful_cleaners:
             if not (hasattr(cleaner, "state_dict") and hasattr(cleaner, "load_state_dict")):
                 name = getattr(cleaner, "name", "") or type(cleaner).__name__
@@ -201,7 +195,7 @@ class StreamingSource:
             texts = [text for text in texts if _REPLACEMENT not in text]
         validation = split == "validation"
         fraction = self.options.val_fraction
-        return [text for text in clean(self._cleaners, texts) if held_out(text, fraction) == validation]
+        return [text for text in self.chain.clean_batch(texts) if held_out(text, fraction) == validation]
 
     def tokens(self, documents: list[str], tokenizer: Tokenizer) -> np.ndarray:
         """The token ids of ``documents``, eos after each, as one int32 array."""
@@ -220,7 +214,8 @@ class StreamingSource:
         blocks, and the tokenizer. A stream's state is valid only for the same fingerprint."""
         options = self.options.model_dump(include={"format", "text_field", "sample_by", "invalid_utf8", "block_size",
                                                     "val_fraction", "shuffle_buffer", "document_mask"})
-        return digest([(f.path.name, f.path.stat().st_size) for f in self._files], options, tokenizer.fingerprint())
+        return digest([(f.path.name, f.path.stat().st_size) for f in self._files], options, self.chain.fingerprint(),
+                      tokenizer.fingerprint())
 
     def texts(self) -> Iterator[str]:
         """Training documents, cleaned, in file order (to train a tokenizer); held-out documents are never among
@@ -232,6 +227,7 @@ class StreamingSource:
     def prepare(self, tokenizer: Tokenizer) -> dict:
         validation = self._validation(tokenizer)
         self.report["tokenizer"] = tokenizer.fingerprint()
+        self.report["cleaning"] = self.chain.report()  # what the chain saw so far: tokenizer training, validation
         return {"train": BlockStream(self, tokenizer, self._seed), "validation": validation}
 
     def _validation(self, tokenizer: Tokenizer) -> dict[str, torch.Tensor]:

@@ -1,13 +1,16 @@
-"""Data part ``text``: local text and JSON Lines files, read with `datasets`.
+"""Data part ``text``: local files read with `datasets`: plain text, JSON Lines, CSV, TSV and Parquet, named by
+path, folder or glob.
 
-Every file's bytes are scanned once before reading, for bytes that are not valid UTF-8, so the report can count
-them whatever the ``invalid_utf8`` policy.
+Every text-like file's bytes (all formats but Parquet, whose strings are UTF-8 by construction) are scanned once
+before reading, for bytes that are not valid UTF-8, so the report can count them whatever the ``invalid_utf8``
+policy, and the error names the file and line of the first one.
 """
 
 from __future__ import annotations
 
 import codecs
 import glob
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -22,22 +25,33 @@ from pydantic import Field
 from hookformer.core.checkpoint import write_atomically
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
-from hookformer.plugins.data.pipeline import (DataOptions, PackedSource, cache_root, files_fingerprint, hf_cache,
-                                              quiet_datasets, read_jsonl, text_mask)
+from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint, hf_cache, quiet_datasets
+from hookformer.plugins.data.pipeline import PackedSource, read_jsonl, text_mask
 from hookformer.plugins.data.streaming import StreamFile, StreamingOptions, StreamingSource
+from hookformer.plugins.data.tabular import read_delimited, read_parquet
 
-_JSONL_SUFFIXES = {".jsonl", ".json"}
+Format = Literal["text", "jsonl", "csv", "tsv", "parquet"]
+#: The format ``format: auto`` gives a file by its suffix; any other suffix is text.
+FORMAT_OF_SUFFIX: dict[str, Format] = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
+                                       ".parquet": "parquet"}
 #: What the "surrogateescape" decoder turns each invalid byte into; valid UTF-8 never decodes to these.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 _REPLACEMENT = "\ufffd"
 
 
 class TextFilesOptions(StreamingOptions, DataOptions):
-    paths: list[str] = Field(min_length=1, description="files or glob patterns (** matches any depth); relative "
-                             "to the working directory")
-    format: Literal["auto", "text", "jsonl"] = Field("auto", description="auto: files ending in .jsonl or .json "
-                                                     "are JSON Lines, others are text")
-    text_field: str = Field("text", description="JSON Lines: the field of each record that holds its text")
+    paths: list[str] = Field(min_length=1, description="files, folders (their files at any depth, by suffix: see "
+                             "folder_suffixes) or glob patterns (** matches any depth); relative to the working "
+                             "directory")
+    format: Literal["auto", "text", "jsonl", "csv", "tsv", "parquet"] = Field(
+        "auto", description="auto: by suffix, .jsonl and .json are JSON Lines, .csv CSV, .tsv TSV, .parquet "
+        "Parquet, anything else text; or one format for every file")
+    text_field: str = Field("text", description="JSON Lines, CSV, TSV, Parquet: the field or column that holds the "
+                            "text (CSV and TSV files need a header row)")
+    folder_suffixes: list[str] = Field(
+        [".txt", ".md", ".rst", ".jsonl", ".json", ".csv", ".tsv", ".parquet"], min_length=1,
+        description="a folder in paths stands for its files with these suffixes, at any depth; hidden files and "
+        "folders (.git) are left out")
     sample_by: Literal["document", "paragraph", "line"] = Field(
         "paragraph", description="text files: one document per file, per paragraph (blank-line separated) or per line")
     invalid_utf8: Literal["replace", "skip", "error"] = Field(
@@ -72,8 +86,9 @@ def scan_utf8(path: Path, chunk_size: int = 1 << 24) -> Utf8Scan:
                 return Utf8Scan(invalid, first_line)
 
 
-def resolve_paths(patterns: list[str]) -> list[Path]:
-    """Files named by ``patterns`` (paths or globs), in the given order, globs sorted, each file once."""
+def resolve_paths(patterns: list[str], folder_suffixes: list[str]) -> list[Path]:
+    """Files named by ``patterns`` (paths, folders or globs), in the given order, the files of a glob or folder
+    sorted, each file once."""
     files: dict[Path, None] = {}
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
@@ -83,7 +98,10 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
                 raise DataError(f'data.paths: the pattern "{pattern}" matches no file (working directory '
                                 f"{os.getcwd()})")
         elif os.path.isdir(expanded):
-            raise DataError(f'data.paths: "{pattern}" is a directory; name its files, e.g. "{pattern}/**/*.txt"')
+            matches = folder_files(Path(expanded), folder_suffixes)
+            if not matches:
+                raise DataError(f'data.paths: the folder "{pattern}" holds no file ending in '
+                                f"{', '.join(folder_suffixes)} (data.folder_suffixes)")
         elif not os.path.isfile(expanded):
             raise DataError(f'data.paths: file "{pattern}" not found (working directory {os.getcwd()})')
         else:
@@ -92,21 +110,37 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
     return list(files)
 
 
+def folder_files(folder: Path, suffixes: list[str]) -> list[str]:
+    """The files under ``folder``, at any depth, whose names end in one of ``suffixes``; hidden files and folders
+    left out; sorted."""
+    wanted = tuple(suffix.lower() for suffix in suffixes)
+    found = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found += [os.path.join(directory, f) for f in files if not f.startswith(".") and f.lower().endswith(wanted)]
+    return sorted(found)
+
+
 def build(options: TextFilesOptions, ctx: BuildContext) -> PackedSource | StreamingSource:
-    files = resolve_paths(options.paths)
+    files = resolve_paths(options.paths, options.folder_suffixes)
     root = cache_root(options)
-    scans = {path: scan_utf8(path) for path in files}
+    formats = {path: file_format(path, options.format) for path in files}
+    scans = {path: _scan(path) for path in files if formats[path] != "parquet"}
     bad = {path: scan for path, scan in scans.items() if scan.invalid_bytes}
     if bad and options.invalid_utf8 == "error":
         path, scan = next(iter(bad.items()))
         raise DataError(f"{path}, line {scan.first_line}: bytes that are not valid UTF-8 ({scan.invalid_bytes} in "
                         f"this file); fix the file or set data.invalid_utf8 to replace or skip")
-    is_jsonl = {path: _is_jsonl(path, options.format) for path in files}
     if options.streaming:  # read lazily, never the whole corpus at once: see streaming.py
-        stream_files = [StreamFile(path, is_jsonl[path], _utf8_repaired(path, root) if is_jsonl[path] and path in bad
-                                   else path, scans[path].invalid_bytes) for path in files]
+        tabular = [f"{path} ({formats[path]})" for path in files if formats[path] not in ("text", "jsonl")]
+        if tabular:
+            raise DataError(f"data.streaming reads text and JSONL files; these are not: {', '.join(tabular[:3])}. "
+                            f"Convert them to JSONL, or set data.streaming to false")
+        stream_files = [StreamFile(path, formats[path] == "jsonl", _utf8_repaired(path, root)
+                                   if formats[path] == "jsonl" and path in bad else path, scans[path].invalid_bytes)
+                        for path in files]
         return StreamingSource(stream_files, options=options, cleaners=ctx.cleaners, seed=ctx.seed)
-    documents = _read(files, is_jsonl, set(bad), options, root)
+    documents = _read(files, formats, set(bad), options, root)
 
     # Documents holding U+FFFD after decoding: replaced ones, or (under "skip") ones to drop.
     check = bool(bad) or options.invalid_utf8 == "skip"
@@ -115,7 +149,7 @@ def build(options: TextFilesOptions, ctx: BuildContext) -> PackedSource | Stream
         documents = documents.select(np.flatnonzero(~marked), keep_in_memory=True)
     report = {
         "source": "text",
-        "format": {str(path): "jsonl" if jsonl else "text" for path, jsonl in is_jsonl.items()},
+        "format": {str(path): fmt for path, fmt in formats.items()},
         "invalid_utf8": {
             "policy": options.invalid_utf8,
             "bytes": sum(scan.invalid_bytes for scan in bad.values()),
@@ -126,31 +160,45 @@ def build(options: TextFilesOptions, ctx: BuildContext) -> PackedSource | Stream
     fingerprint = files_fingerprint(files, format=options.format, text_field=options.text_field,
                                     sample_by=options.sample_by, invalid_utf8=options.invalid_utf8)
     return PackedSource(documents, files=files, fingerprint=fingerprint, options=options, seed=ctx.seed,
-                        report=report)
+                        report=report, cleaners=ctx.cleaners)
 
 
-def _read(files: list[Path], is_jsonl: dict[Path, bool], bad: set[Path], options: TextFilesOptions,
+def file_format(path: Path, fmt: str) -> Format:
+    """The format ``path`` is read as under ``data.format``."""
+    return FORMAT_OF_SUFFIX.get(path.suffix.lower(), "text") if fmt == "auto" else fmt
+
+
+def _scan(path: Path) -> Utf8Scan:
+    try:
+        return scan_utf8(path)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}. Check that it is readable (its permissions).") \
+            from None
+
+
+def _read(files: list[Path], formats: dict[Path, Format], bad: set[Path], options: TextFilesOptions,
           root: Path) -> datasets.Dataset:
-    """All documents of ``files``: text files first (one `datasets` load), then JSONL files (another)."""
+    """All documents of ``files``, in file order: each run of consecutive files of one format is one load."""
     # Empty files are left out: `datasets` fails on them, and they hold no document anyway.
     files = [path for path in files if path.stat().st_size]
     parts = []
-    text_files = [str(path) for path in files if not is_jsonl[path]]
-    if text_files:
-        with quiet_datasets():
-            parts.append(datasets.load_dataset("text", data_files=text_files, split="train", cache_dir=hf_cache(root),
-                                               sample_by=options.sample_by, encoding_errors="replace"))
-    jsonl_files = [path for path in files if is_jsonl[path]]
-    if jsonl_files:
-        load_as = [_utf8_repaired(path, root) if path in bad else path for path in jsonl_files]
-        parts.append(read_jsonl(load_as, options.text_field, root, shown_as=jsonl_files))
+    for fmt, group in itertools.groupby(files, key=formats.__getitem__):
+        group = list(group)
+        if fmt == "text":
+            with quiet_datasets():
+                parts.append(datasets.load_dataset("text", data_files=[str(path) for path in group], split="train",
+                                                   cache_dir=hf_cache(root), sample_by=options.sample_by,
+                                                   encoding_errors="replace"))
+        elif fmt == "jsonl":
+            load_as = [_utf8_repaired(path, root) if path in bad else path for path in group]
+            parts.append(read_jsonl(load_as, options.text_field, root, shown_as=group))
+        elif fmt == "parquet":
+            parts.append(read_parquet(group, options.text_field, root))
+        else:
+            parts.append(read_delimited(group, fmt, options.text_field, root))
     if not parts:
         return datasets.Dataset.from_dict({"text": []}, features=datasets.Features({"text": datasets.Value("string")}))
     return datasets.concatenate_datasets(parts)
-
-
-def _is_jsonl(path: Path, fmt: str) -> bool:
-    return fmt == "jsonl" or (fmt == "auto" and path.suffix.lower() in _JSONL_SUFFIXES)
 
 
 def _utf8_repaired(path: Path, root: Path) -> Path:

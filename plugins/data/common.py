@@ -1,0 +1,76 @@
+"""What every data module shares, without torch: the options every source has, the cache directory, fingerprints,
+and a quiet `datasets`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import datasets
+from pydantic import Field
+
+from hookformer.core.parts import PartOptions
+
+
+class DataOptions(PartOptions):
+    """Options every data source has."""
+
+    block_size: int = Field(128, gt=1, description="tokens per training block (the model's context length)")
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5,
+                                description="fraction of the documents held out for validation (at least one)")
+    num_proc: int = Field(1, ge=1, description="processes that run the stateless cleaning steps and tokenize")
+    max_document_tokens: int | None = Field(
+        None, ge=1, description="cut each tokenized document into pieces of at most this many tokens, each followed "
+        "by the end-of-document token, so no training sequence spans more than one piece (null: no cut)")
+    document_mask: bool = Field(False, description="give packed blocks document_ids, so that attention stays inside "
+                                "each document (needs an attention kernel that supports document masks)")
+    report_examples: int = Field(3, ge=0, description="examples of removed text the data report keeps per cleaning "
+                                                      "step (each cut to 300 characters)")
+    cache_dir: str | None = Field(None, description="where parsed corpora, cleaned documents and tokenized splits are "
+                                  "cached (default: $HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
+
+
+def cache_root(options: DataOptions) -> Path:
+    """The data cache directory of ``options`` (created)."""
+    if options.cache_dir:
+        root = Path(options.cache_dir).expanduser()
+    else:
+        root = Path(os.environ.get("HOOKFORMER_CACHE") or Path.home() / ".cache" / "hookformer").expanduser() / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def hf_cache(root: Path) -> str:
+    """The directory given to ``datasets`` as ``cache_dir``, so nothing lands in ~/.cache/huggingface."""
+    return str(root / "hf")
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Silence datasets' progress bars and logging for the duration; restore them after (not ours to keep). Its error
+    logs go too: a failure reaches the user as our DataError, which names the file, not as a second message."""
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def digest(*parts: object) -> str:
+    """A short stable hash of JSON-serializable parts (cache keys, fingerprints)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def files_fingerprint(files: Sequence[Path], **settings: object) -> str:
+    """Content fingerprint of a corpus: its files' paths, sizes and mtimes, plus the settings that shape documents."""
+    stats = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    return digest(stats, settings)
