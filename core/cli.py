@@ -96,10 +96,11 @@ def _catalog(args):
 
 def cmd_plugins_list(args) -> int:
     catalog = _catalog(args)
+    width = max((len(name) for entries in catalog.stages().values() for name in entries), default=0)
     for stage, entries in catalog.stages().items():
         print(f"{stage}:")
         for name, entry in sorted(entries.items()):
-            print(f"  {name:<16} {entry.spec.description}  [{entry.provider}]")
+            print(f"  {name:<{width}}  {entry.spec.description}  [{entry.provider}]")
     return 0
 
 
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hookformer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`hookformer plugins list | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

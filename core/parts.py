@@ -279,7 +279,8 @@ class Cleaner(Protocol):
     text, or ``None`` where the document is removed. A step that keeps state across batches (deduplication) sets
     ``stateful = True``: the chain then runs it in one process, over the documents in their order; a stateless step
     may run in several processes. ``fingerprint()`` is a stable string of what the step does (its options), part
-    of the data cache key.
+    of the data cache key. Optional: ``name``, how the data report labels the step (default: its class name); and,
+    for a stateful step, ``state_dict()`` / ``load_state_dict()``, which a streamed run needs to checkpoint it.
     """
 
     stateful: bool
