@@ -71,20 +71,21 @@ def scan_utf8(path: Path, chunk_size: int = 1 << 24) -> Utf8Scan:
                 return Utf8Scan(invalid, first_line)
 
 
-def resolve_paths(patterns: list[str]) -> list[Path]:
-    """Files named by ``patterns`` (paths or globs), in the given order, globs sorted, each file once."""
+def resolve_paths(patterns: list[str], field: str = "data.paths") -> list[Path]:
+    """Files named by ``patterns`` (paths or globs; the option ``field`` in errors), in the given order, globs sorted,
+    each file once."""
     files: dict[Path, None] = {}
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
         if glob.has_magic(expanded):
             matches = sorted(p for p in glob.glob(expanded, recursive=True) if os.path.isfile(p))
             if not matches:
-                raise DataError(f'data.paths: the pattern "{pattern}" matches no file (working directory '
+                raise DataError(f'{field}: the pattern "{pattern}" matches no file (working directory '
                                 f"{os.getcwd()})")
         elif os.path.isdir(expanded):
-            raise DataError(f'data.paths: "{pattern}" is a directory; name its files, e.g. "{pattern}/**/*.txt"')
+            raise DataError(f'{field}: "{pattern}" is a directory; name its files, e.g. "{pattern}/**/*.txt"')
         elif not os.path.isfile(expanded):
-            raise DataError(f'data.paths: file "{pattern}" not found (working directory {os.getcwd()})')
+            raise DataError(f'{field}: file "{pattern}" not found (working directory {os.getcwd()})')
         else:
             matches = [expanded]
         files.update((Path(match).absolute(), None) for match in matches)
