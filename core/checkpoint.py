@@ -155,7 +155,7 @@ def load_pretrained(path: Path, model: torch.nn.Module) -> tuple[list[str], list
             problems.append(f"{names[0]}: not in the checkpoint")
         else:
             shapes.append((tuple(saved[found].shape), tuple(own[found].shape)))
-            problems.append(f"{found}: checkpoint {shapes[-1][0]} vs model {shapes[-1][1]}")
+            problems.append(f"{names[0]}: checkpoint {shapes[-1][0]} vs model {shapes[-1][1]}")
     unused = [name for name in saved if name not in own]
     problems += [f"{name}: in the checkpoint, not in the model" for name in unused if not name.startswith("heads.")]
     if problems:

@@ -4,8 +4,9 @@
 Two tasks. ``sequence_classification``: a text (and optionally a second text) and one label per record; each becomes
 ``[cls] text [sep]``, or ``[cls] text [sep] pair [sep]`` with ``token_type_ids`` 0 on the first segment and 1 on the
 second. ``token_classification``: a list of words and a list of tags of the same length per record; each word is
-tokenized on its own, its first sub-word piece gets the tag and the other pieces get -100 (not scored), as do the
-special tokens and the padding.
+tokenized on its own (after the first, with a leading space, as in running text), its first sub-word piece gets the
+tag and the other pieces get -100 (not scored), as do the special tokens and the padding. A piece that is only the
+leading space (the byte tokenizer spells it on its own) is not the word's: the tag goes on the next piece.
 
 Labels are class names or integers; the label ids follow the sorted training labels (integers sorted as numbers), so
 the mapping depends on the training files only, never on their order. Every validation label must occur in the
@@ -190,11 +191,20 @@ def encode_sequences(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | 
 
 def encode_words(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[int]], max_length: int,
                  space_before_words: bool = True) -> tuple[dict[str, torch.Tensor], int]:
-    """``[cls] pieces of each word [sep]`` per example, with each word's tag on its first piece and -100 on every
-    other position, truncated to ``max_length``. Returns the examples table and the number of examples truncated."""
+    """``[cls] pieces of each word [sep]`` per example, with each word's tag on its first piece (a leading piece that
+    is only whitespace excepted) and -100 on every other position, truncated to ``max_length``. Returns the examples
+    table and the number of examples truncated."""
     special = tokenizer.special
     spelled = [f" {word}" if j and space_before_words else word for record in words for j, word in enumerate(record)]
     pieces = iter(tokenizer.encode_batch(spelled))
+    blank: dict[int, bool] = {}  # piece id -> it decodes to whitespace only
+
+    def first_of_word(word_pieces: list[int]) -> int:
+        head = word_pieces[0]
+        if head not in blank:
+            blank[head] = not tokenizer.decode([head]).strip()
+        return 1 if blank[head] and len(word_pieces) > 1 else 0
+
     rows, label_rows, truncated = [], [], 0
     for record_tags in tags:
         ids, labels = [special.cls], [IGNORE]
@@ -202,7 +212,8 @@ def encode_words(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[i
             word_pieces = next(pieces)
             ids.extend(word_pieces)
             if word_pieces:  # a word that encodes to nothing (an empty string) has no piece to label
-                labels.extend([tag] + [IGNORE] * (len(word_pieces) - 1))
+                first = first_of_word(word_pieces)
+                labels.extend([IGNORE] * first + [tag] + [IGNORE] * (len(word_pieces) - first - 1))
         truncated += len(ids) > max_length - 1
         rows.append([*ids[:max_length - 1], special.sep])
         label_rows.append([*labels[:max_length - 1], IGNORE])
