@@ -178,9 +178,12 @@ class Run:
         """Fine-tuning: the pretrained weights (``path`` is a checkpoint, or a run's latest), heads excepted."""
         source = path if (path / checkpoint.MANIFEST).is_file() else checkpoint.latest(path)
         fresh, unused = checkpoint.load_pretrained(source, self.model)
-        self.log(f"initialized from {source}" + (f"; task heads with fresh weights: {', '.join(fresh)}" if fresh else
-                                                 "") + (f"; heads of the checkpoint not used: {', '.join(unused)}"
-                                                        if unused else ""))
+        notes = [f"initialized from {source}"]
+        if fresh:
+            notes.append(f"task heads with fresh weights: {', '.join(fresh)}")
+        if unused:
+            notes.append(f"heads of the checkpoint not used: {', '.join(unused)}")
+        self.log("; ".join(notes))
 
     def _freeze_backbone(self) -> None:
         """``train.freeze_backbone``: only the task heads (``heads.*``) keep requires_grad."""
@@ -409,7 +412,7 @@ class Run:
         """Early stopping: load the best evaluation's weights into the model; returns that evaluation's record with
         ``best_step``, the step the weights come from."""
         best = self.early_stopping.best
-        if best is None:  # no evaluation ran (a resumed run that had nothing left to do)
+        if best is None:  # no evaluation yet: early stopping added when resuming a run that had nothing left to do
             return {}
         checkpoint.load_weights(checkpoint.best(self.run_dir), self.model)
         stopped = f"stopped early at step {self.step}" if self._stopped_early() else f"ended at step {self.step}"

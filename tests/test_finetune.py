@@ -22,6 +22,8 @@ from hookformer.core.loop import EarlyStopping, Run
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data.labeled import IGNORE, LabeledOptions, fit_pair
 from hookformer.plugins.data.labeled import build as build_labeled
+from hookformer.plugins.data.stdlib_areas import AREAS, StdlibAreasOptions, area_of
+from hookformer.plugins.data.stdlib_areas import build as build_stdlib_areas
 from hookformer.plugins.objectives.classification import last_token, mean_of_tokens
 from hookformer.registry.catalog import Catalog
 
@@ -395,9 +397,25 @@ def test_a_classification_objective_without_labeled_data_is_a_config_error(tmp_p
         build_run(config, tmp_path / "run")
 
 
-def test_a_built_in_recipe_runs_by_name():
+def test_a_built_in_recipe_is_named_instead_of_a_config_file_and_leaves_the_model_shapes_open():
     raw = compose(Path("stdlib_areas"), [])
     assert raw["data"]["name"] == "stdlib_areas" and raw["objective"]["name"] == "classification"
-    assert raw["model"]["name"] == "transformer"  # the recipe leaves shapes to the default recipe or init_from
-    assert "n_layer" not in yaml.safe_load(Path(__file__).parent.parent.joinpath(
-        "plugins", "stdlib_areas.yaml").read_text()).get("model", {})
+    recipe = yaml.safe_load(Path(__file__).parent.parent.joinpath("plugins", "stdlib_areas.yaml").read_text())
+    assert "model" not in recipe and "tokenizer" not in recipe  # they come from the default recipe or init_from
+
+
+def test_every_standard_library_module_of_the_demo_belongs_to_one_area():
+    modules = [module for area in AREAS.values() for module in area]
+    assert len(modules) == len(set(modules)) and 5 <= len(AREAS) <= 8
+    assert area_of("email.message.Message.get_payload") == "email" and area_of("asyncio") == "concurrency"
+    assert area_of("tkinter.Tk") is None
+
+
+@pytest.mark.slow
+def test_the_demo_labels_standard_library_docstrings_with_every_area_on_both_sides(tmp_path):
+    source = build_stdlib_areas(StdlibAreasOptions(cache_dir=str(tmp_path)), BuildContext(run_dir=tmp_path, seed=0))
+    counts = source.report["label_counts"]
+    assert source.label_names == list(AREAS)
+    assert all(count > 0 for split in counts.values() for count in split.values())
+    assert max(counts["validation"].values()) < 0.25 * sum(counts["validation"].values())  # no area dominates
+    assert source.report["docstrings"]["outside_the_areas"] > 0

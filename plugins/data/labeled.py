@@ -311,13 +311,13 @@ def label_order(keys: set[str]) -> list[str]:
     return sorted(keys)
 
 
-def _labels_of(record: Record, options: LabeledOptions) -> list[str]:
+def record_labels(record: Record, options: LabeledOptions) -> list[str]:
     """The record's label (or tags) as class names, checked: present, and one tag per word."""
     text_field, label_field = fields(options)
     if options.task == "sequence_classification":
-        if not isinstance(record.text, (str, int, float)) or (options.text_pair_field and record.pair is None):
-            missing = text_field if not isinstance(record.text, (str, int, float)) else options.text_pair_field
-            raise DataError(f'{located(record)}: field "{missing}" holds no text')
+        for column, value in ((text_field, record.text), (options.text_pair_field, record.pair)):
+            if column is not None and not isinstance(value, (str, int, float)):
+                raise DataError(f'{located(record)}: field "{column}" holds no text (got {value!r})')
         key = label_key(record.label)
         if key is None:
             raise DataError(f'{located(record)}: empty label (field "{label_field}", data.label_field); give every '
@@ -367,8 +367,8 @@ def build(options: LabeledOptions, ctx: BuildContext) -> LabeledSource:
         validation = [record for i, record in enumerate(train) if i in held_out]
         train = [record for i, record in enumerate(train) if i not in held_out]
         validation_files = []
-    train_keys = [_labels_of(record, options) for record in train]
-    validation_keys = [_labels_of(record, options) for record in validation]
+    train_keys = [record_labels(record, options) for record in train]
+    validation_keys = [record_labels(record, options) for record in validation]
     # Held-out records are part of the training files: their labels count as seen there.
     seen = {key for keys in train_keys + ([] if options.validation_files else validation_keys) for key in keys}
     names = label_order(seen)
