@@ -1,9 +1,10 @@
 """Checkpoints: safetensors weights plus trainer state (optimizer, scheduler, RNG, data position), written atomically.
 
-Layout: ``RUN_DIR/checkpoints/step_000400/{model.safetensors, trainer_state.pt, manifest.json}`` and
-``RUN_DIR/checkpoints/latest`` naming the newest complete checkpoint. A checkpoint is written into a temporary
-folder, flushed to disk, and renamed into place; only then does ``latest`` move (itself replaced atomically). A crash
-at any point leaves the previous checkpoint and ``latest`` untouched.
+Layout: ``RUN_DIR/checkpoints/step_000400/{model.safetensors, trainer_state.pt, manifest.json}``,
+``RUN_DIR/checkpoints/latest`` naming the newest complete checkpoint and, with early stopping,
+``RUN_DIR/checkpoints/best`` naming the best evaluation's (kept whatever ``keep_checkpoints`` says). A checkpoint is
+written into a temporary folder, flushed to disk, and renamed into place; only then do the pointers move (each
+replaced atomically). A crash at any point leaves the previous checkpoint and the pointers untouched.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def save(run_dir: Path, step: int, weights: torch.nn.Module | dict[str, torch.Tensor], state: dict,
-         keep: int, meta: dict | None = None) -> Path:
-    """Write the checkpoint of ``step``, point ``latest`` at it, and keep only the ``keep`` newest. ``weights`` is
-    the model, or its full state dict with tied parameters named once (gathered from the ranks of a sharded run).
-    ``meta`` goes into the manifest (what rebuilding the model needs without the data, e.g. the block size)."""
+         keep: int, meta: dict | None = None, best: bool = False) -> Path:
+    """Write the checkpoint of ``step``, point ``latest`` (and with ``best``, ``best``) at it, and keep only the
+    ``keep`` newest plus the best. ``weights`` is the model, or its full state dict with tied parameters named once
+    (gathered from the ranks of a sharded run). ``meta`` goes into the manifest (what rebuilding the model needs
+    without the data, e.g. the block size)."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -71,23 +73,35 @@ def save(run_dir: Path, step: int, weights: torch.nn.Module | dict[str, torch.Te
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_atomically(root / "latest", final.name)
+    if best:
+        write_atomically(root / "best", final.name)
+    kept = {final, _pointed(root / "best")}
     for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
-        if old != final:
+        if old not in kept:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _pointed(pointer: Path) -> Path | None:
+    """The checkpoint a pointer file (``latest``, ``best``) names, or None without the file."""
+    return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
+
+
 def latest(run_dir: Path) -> Path:
     """The newest complete checkpoint of a run."""
-    root = checkpoints_dir(run_dir)
-    pointer = root / "latest"
-    if not pointer.is_file():
+    pointer = checkpoints_dir(run_dir) / "latest"
+    path = _pointed(pointer)
+    if path is None:
         raise CheckpointError(f"{run_dir} has no checkpoint to resume from ({pointer} is missing). A run writes one "
                               f"every train.checkpoint_every steps and at its end.")
-    path = root / pointer.read_text().strip()
     if not (path / MANIFEST).is_file():
         raise CheckpointError(f"checkpoint {path} named by {pointer} is incomplete (no {MANIFEST}).")
     return path
+
+
+def best(run_dir: Path) -> Path | None:
+    """The best evaluation's checkpoint of a run with early stopping, or None before its first evaluation."""
+    return _pointed(checkpoints_dir(run_dir) / "best")
 
 
 def manifest(path: Path) -> dict:
@@ -110,3 +124,65 @@ def load(path: Path, model: torch.nn.Module) -> dict:
     """Load weights into ``model`` (see load_weights) and return the trainer state."""
     load_weights(path, model)
     return torch.load(path / STATE, weights_only=True)
+
+
+def load_pretrained(path: Path, model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Load a pretrained checkpoint into ``model`` to fine-tune it. Every tensor of the backbone (everything but the
+    task heads, ``heads.<name>.*``) must be in the checkpoint with the model's shape, and the checkpoint must hold no
+    backbone tensor the model lacks; else a CheckpointError names each tensor with both shapes and the config fields
+    that decide them. A task head the checkpoint lacks, or holds with other shapes, keeps its fresh weights; a head
+    only in the checkpoint is not used. Returns (heads kept fresh, heads of the checkpoint not used)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path / WEIGHTS), framework="pt") as handle:
+        saved = {name: handle.get_tensor(name) for name in handle.keys()}
+    own = model.state_dict()
+    # Tied tensors (the output projection and the token embedding) are one object saved under one of their names.
+    objects = {name: id(tensor) for name, tensor in (*model.named_parameters(remove_duplicate=False),
+                                                      *model.named_buffers(remove_duplicate=False))}
+    groups: dict[object, list[str]] = {}
+    for name in own:
+        groups.setdefault(objects.get(name, name), []).append(name)
+    load, fresh, problems, shapes = {}, set(), [], []
+    for names in groups.values():
+        is_head = all(name.startswith("heads.") for name in names)
+        found = next((name for name in names if name in saved), None)
+        if found is not None and saved[found].shape == own[found].shape:
+            load[found] = saved[found]
+        elif is_head:
+            fresh.add(_head_of(names[0]))
+        elif found is None:
+            problems.append(f"{names[0]}: not in the checkpoint")
+        else:
+            shapes.append((tuple(saved[found].shape), tuple(own[found].shape)))
+            problems.append(f"{names[0]}: checkpoint {shapes[-1][0]} vs model {shapes[-1][1]}")
+    unused = [name for name in saved if name not in own]
+    problems += [f"{name}: in the checkpoint, not in the model" for name in unused if not name.startswith("heads.")]
+    if problems:
+        listed = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        raise CheckpointError(f"the pretrained weights in {path / WEIGHTS} (train.init_from) do not fit the model "
+                              f"built from this config: {listed}. {_shape_hint(model, shapes)}")
+    model.load_state_dict(load, strict=False)
+    skipped = {_head_of(name) for name in unused}
+    return sorted(fresh), sorted(skipped)
+
+
+def _head_of(name: str) -> str:
+    """``heads.<name>`` of a head's tensor name."""
+    return ".".join(name.split(".")[:2])
+
+
+def _shape_hint(model: torch.nn.Module, shapes: list[tuple[tuple, tuple]]) -> str:
+    """Which config fields to change for mismatched (checkpoint, model) shapes."""
+    vocab, positions = getattr(model, "vocab_size", None), getattr(model, "max_seq_len", None)
+    for saved, own in shapes:
+        for theirs, ours in zip(saved, own):
+            if theirs != ours and ours == vocab:
+                return (f"The pretrained run's vocabulary has {theirs} ids, this model's {ours}: use the pretrained "
+                        f"run's tokenizer (leave the tokenizer section out of this config: it comes from "
+                        f"train.init_from) and leave model.vocab_size null.")
+            if theirs != ours and ours == positions:
+                return (f"The pretrained model has {theirs} positions, this one {ours}: set model.max_seq_len to "
+                        f"{theirs} and keep the data's sequence length at most {theirs}.")
+    return ("The model options that decide shapes (layers, widths, heads, segment embeddings, ...) must be the "
+            "pretrained run's: leave them out of this config, they come from train.init_from.")

@@ -1,4 +1,4 @@
-"""The ``hookformer`` command line: ``train``, ``data``, ``generate``, ``plugins list``, ``plugins show``.
+"""The ``hookformer`` command line: ``train``, ``finetune``, ``data``, ``generate``, ``plugins list``, ``plugins show``.
 
 A user error (bad config, data or plugin) prints one paragraph and exits with code 2; ``--debug`` shows the
 traceback. Listing plugins imports no torch, datasets or triton.
@@ -7,6 +7,7 @@ traceback. Listing plugins imports no torch, datasets or triton.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
@@ -45,17 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     _plugin_flags(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    config_help = ("YAML config (sections: tokenizer, model, attention, objective, optimizer, scheduler, metrics, "
+                   "data, cleaning, callbacks, train), or the name of a built-in recipe: default_run, stdlib_areas")
     train = commands.add_parser("train", parents=[common], help="train a model (the default pretraining run "
                                 "on the built-in corpus when no config is given)")
-    train.add_argument("config", nargs="?", type=Path, help="YAML config; sections: tokenizer, model, attention, "
-                       "objective, optimizer, scheduler, metrics, data, callbacks, train")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
-    train.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
+    train.add_argument("config", nargs="?", type=Path, help=config_help)
+    _run_arguments(train)
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
-    train.add_argument("--nproc", type=int, default=1, metavar="N", help="train with N processes on this machine: "
-                       "runs torchrun --standalone --nproc_per_node N -m hookformer train ... (set "
-                       "train.distributed.strategy)")
+
+    finetune = commands.add_parser("finetune", parents=[common], help="fine-tune a pretrained run: the same as "
+                                   "train CONFIG --set train.init_from=PRETRAINED_RUN")
+    finetune.add_argument("pretrained", type=Path, metavar="PRETRAINED_RUN", help="the pretrained run's directory "
+                          "(its latest checkpoint), or one of its checkpoint directories")
+    finetune.add_argument("config", type=Path, help=config_help)
+    _run_arguments(finetune)
 
     data = commands.add_parser("data", parents=[common], help="run the data stages alone (read, clean, train the "
                                "tokenizer, tokenize, pack) and print what each did")
@@ -84,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = plugin_commands.add_parser("show", parents=[common], help="a part's description, options and provider")
     show.add_argument("name", help="NAME, or STAGE/NAME when the name exists in several stages")
     return parser
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``train`` and ``finetune`` share."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
+    parser.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N", help="train with N processes on this machine: "
+                        "runs torchrun --standalone --nproc_per_node N -m hookformer ... (set "
+                        "train.distributed.strategy)")
 
 
 def _catalog(args):
@@ -201,6 +215,13 @@ def cmd_train(args) -> int:
     return _train_ranks(args, config, run_dir, world)
 
 
+def cmd_finetune(args) -> int:
+    """``finetune PRETRAINED_RUN CONFIG`` is ``train CONFIG --set train.init_from=PRETRAINED_RUN``."""
+    args.resume = None
+    args.overrides = [*args.overrides, f"train.init_from={json.dumps(str(args.pretrained))}"]
+    return cmd_train(args)
+
+
 def _train_ranks(args, config, run_dir: Path, world) -> int:
     from hookformer.core import distributed
     from hookformer.core.loop import Run
@@ -226,7 +247,7 @@ def _train_ranks(args, config, run_dir: Path, world) -> int:
         distributed.shutdown()
     if world.is_main:
         print(f"run finished: {run_dir} (step {summary['step']}, " + ", ".join(
-            f"{k} {v:.4f}" for k, v in summary.items() if k != "step") + ")")
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items() if k != "step") + ")")
     return 0
 
 
@@ -298,7 +319,8 @@ def _which_rank() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    handler = {"train": cmd_train, "data": cmd_data, "generate": cmd_generate}.get(args.command) or {
+    handler = {"train": cmd_train, "finetune": cmd_finetune, "data": cmd_data,
+               "generate": cmd_generate}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:
         return handler(args)

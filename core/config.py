@@ -1,8 +1,9 @@
 """The run config: one section per stage (a part name plus that part's options) and ``train`` for the loop.
 
-Path from the command line to a validated config: built-in default recipe <- YAML file <- ``--set`` overrides ->
-resolve every part name in the catalog -> validate every section against its part's options model. All problems are
-collected and reported at once, each with its field path, before anything heavy is built.
+Path from the command line to a validated config: built-in default recipe <- the pretrained run's tokenizer, model
+and attention sections (fine-tuning, ``train.init_from``) <- YAML file <- ``--set`` overrides -> resolve every part
+name in the catalog -> validate every section against its part's options model. All problems are collected and
+reported at once, each with its field path, before anything heavy is built.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ PART_SECTIONS = {
 #: Config sections that hold a list of parts.
 LIST_SECTIONS = {"metrics": "metric", "callbacks": "callback", "cleaning": "cleaner"}
 SECTIONS = (*PART_SECTIONS, *LIST_SECTIONS, "train")
+#: The sections a fine-tuning run takes from the pretrained run it starts from (train.init_from), as defaults that its
+#: own config and ``--set`` override: together they decide the shapes of the pretrained weights.
+PRETRAINED_SECTIONS = ("tokenizer", "model", "attention")
 
 
 class DistributedConfig(BaseModel):
@@ -45,6 +49,18 @@ class DistributedConfig(BaseModel):
         "optimizer state sharded over the ranks")
     timeout_s: float = Field(300.0, gt=0, description="seconds a collective waits for the other ranks before the "
                              "job fails (a dead or stuck rank)")
+
+
+class EarlyStoppingConfig(BaseModel):
+    """``train.early_stopping``: stop when an evaluation value stops improving, and keep the best weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field("val_accuracy", description="the evaluation value to watch, as written to metrics.jsonl "
+                        "(e.g. val_accuracy, val_loss)")
+    mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower is better")
+    patience: int = Field(3, gt=0, description="stop after this many evaluations in a row without improvement")
+    min_delta: float = Field(0.0, ge=0.0, description="an improvement smaller than this does not count")
 
 
 class TrainConfig(BaseModel):
@@ -71,6 +87,17 @@ class TrainConfig(BaseModel):
     sample_temperature: float = Field(0.8, gt=0)
     sample_top_k: int | None = Field(40, gt=0)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    init_from: str | None = Field(
+        None, description="fine-tune a pretrained run: its directory (its latest checkpoint) or one of its "
+        "checkpoint directories. Its tokenizer, model and attention sections are the defaults of this config, its "
+        "tokenizer file is reused, and its weights are loaded (task heads it lacks keep their fresh weights)")
+    freeze_backbone: bool = Field(False, description="train only the task heads (parameters named heads.*); the "
+                                  "rest of the model keeps its weights")
+    head_lr: float | None = Field(None, gt=0, description="peak learning rate of the task heads (heads.*); null: the "
+                                  "optimizer's lr. The schedule scales both")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="stop when an evaluation value stops improving; the best evaluation's checkpoint is kept "
+        "(checkpoints/best) and its weights are restored at the end")
 
 
 @dataclass
@@ -115,11 +142,25 @@ def default_recipe() -> dict:
     return yaml.safe_load(text)
 
 
+def recipes() -> list[str]:
+    """Names of the built-in recipes: the configs shipped in hookformer.plugins (``NAME.yaml``)."""
+    folder = resources.files("hookformer.plugins")
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def config_file(path: Path) -> Path:
+    """The CONFIG of the command line: a YAML file, or else the name of a built-in recipe (see :func:`recipes`)."""
+    if not Path(path).exists() and str(path) in recipes():
+        return Path(str(resources.files("hookformer.plugins").joinpath(f"{path}.yaml")))
+    return Path(path)
+
+
 def read_yaml(path: Path) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}. Check the path.") from None
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}. Check the path (or name a built-in "
+                          f"recipe: {', '.join(recipes())}).") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -167,13 +208,45 @@ def apply_override(raw: dict, assignment: str) -> dict:
 
 
 def compose(config_path: Path | None, overrides: list[str]) -> dict:
-    """The raw config dict: default recipe, then the YAML file, then ``--set`` overrides."""
-    raw = default_recipe()
-    if config_path is not None:
-        raw = merge(raw, read_yaml(config_path))
-    for assignment in overrides:
-        raw = apply_override(raw, assignment)
-    return raw
+    """The raw config dict: default recipe, then (fine-tuning) the pretrained run's :data:`PRETRAINED_SECTIONS`,
+    then the YAML file (or built-in recipe), then ``--set`` overrides."""
+    user = read_yaml(config_file(config_path)) if config_path is not None else {}
+
+    def layered(base: dict) -> dict:
+        raw = merge(base, user)
+        for assignment in overrides:
+            raw = apply_override(raw, assignment)
+        return raw
+
+    raw = layered(default_recipe())
+    init_from = raw["train"].get("init_from") if isinstance(raw.get("train"), dict) else None
+    if init_from is None:
+        return raw
+    return layered(merge(default_recipe(), pretrained_sections(pretrained_run_dir(init_from))))
+
+
+def pretrained_run_dir(init_from: str | Path) -> Path:
+    """The run directory named by ``train.init_from``: the path itself, or the run of a checkpoint directory
+    (RUN_DIR/checkpoints/step_N)."""
+    path = Path(init_from).expanduser()
+    if (path / "config.yaml").is_file():
+        return path
+    if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+        return path.parent.parent
+    raise ConfigError(f"train.init_from: {path} is neither a run directory (it has no config.yaml) nor a checkpoint "
+                      f"directory of one (RUN_DIR/checkpoints/step_N). Name the pretrained run's directory.")
+
+
+def pretrained_sections(run_dir: Path) -> dict:
+    """The :data:`PRETRAINED_SECTIONS` of a run's saved config. A model whose ``max_seq_len`` followed its data's
+    block size gets that size, so the fine-tuning model has the pretrained position table whatever its data."""
+    saved = read_yaml(run_dir / "config.yaml")
+    sections = {name: saved[name] for name in PRETRAINED_SECTIONS if isinstance(saved.get(name), dict)}
+    model, data = sections.get("model"), saved.get("data")
+    follows_data = model is not None and "max_seq_len" in model and model["max_seq_len"] is None
+    if follows_data and isinstance(data, dict) and data.get("block_size"):
+        sections["model"] = {**model, "max_seq_len": data["block_size"]}
+    return sections
 
 
 def _error_lines(prefix: str, exc: ValidationError) -> list[str]:

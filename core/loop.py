@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from hookformer.core import checkpoint
 from hookformer.core.capabilities import CheckedKernel
-from hookformer.core.config import RunConfig
+from hookformer.core.config import EarlyStoppingConfig, RunConfig, pretrained_run_dir
 from hookformer.core.distributed import World
-from hookformer.core.errors import CheckpointError, HookformerError
+from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
 from hookformer.core.generate import generate
 from hookformer.core.prepare import build_context, prepare_data
 from hookformer.core.sampler import TableStream, as_table, table_rows
@@ -61,6 +61,44 @@ def accumulate_gradients(model, objective, batches: list[dict], autocast=context
     return loss_sum, int(items), int(tokens)
 
 
+class EarlyStopping:
+    """``train.early_stopping``: follows one evaluation value, remembers the best evaluation, and says when
+    ``patience`` evaluations in a row have not improved on it by more than ``min_delta``."""
+
+    def __init__(self, config: EarlyStoppingConfig):
+        self.config = config
+        self.best: dict | None = None  # the best evaluation record
+        self.evals_without_improvement = 0
+
+    def check(self, values: dict) -> None:
+        """ConfigError unless the evaluation ``values`` hold the metric followed."""
+        if self.config.metric not in values:
+            raise ConfigError(f"train.early_stopping.metric is {self.config.metric}, but evaluations give: "
+                              f"{', '.join(key for key in values if key != 'step') or 'nothing'}. Choose one of "
+                              f"these, or add the metric that gives it to metrics.")
+
+    def update(self, record: dict) -> bool:
+        """Take an evaluation record; True when it is the new best."""
+        cfg = self.config
+        self.check(record)
+        value, sign = record[cfg.metric], 1.0 if cfg.mode == "max" else -1.0
+        if self.best is None or sign * (value - self.best[cfg.metric]) > cfg.min_delta:
+            self.best, self.evals_without_improvement = record, 0
+            return True
+        self.evals_without_improvement += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.evals_without_improvement >= self.config.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "evals_without_improvement": self.evals_without_improvement}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.evals_without_improvement = state["best"], state["evals_without_improvement"]
+
+
 class Run:
     """One training run in ``run_dir``. ``Run(config, run_dir).train()``; pass ``resume=True`` to continue from the
     run's latest checkpoint. Callbacks (the config's plus any appended to ``self.callbacks``) observe it.
@@ -88,6 +126,8 @@ class Run:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         ctx = self.ctx = build_context(self.config, self.run_dir, self.device)
+        if cfg.init_from is not None and not self.resume:  # a resumed run has its own tokenizer and weights
+            ctx.init_from = pretrained_run_dir(cfg.init_from)
         self.log("preparing data")
         prepared = prepare_data(self.config, ctx, self.world)
         self.data, self.tokenizer, splits = prepared.data, prepared.tokenizer, prepared.blocks
@@ -99,14 +139,19 @@ class Run:
         self.val_table = as_table(splits["validation"])
         ctx.attention = self.attention = self._attention(ctx)
         ctx.model = self.model = parts["model"].build(ctx).to(self.device)
-        self.objective = parts["objective"].build(ctx)
-        self._probe_model()
+        self.objective = parts["objective"].build(ctx)  # attaches its task heads to the model
+        if ctx.init_from is not None:
+            self._load_pretrained(Path(cfg.init_from))
+        if cfg.freeze_backbone:
+            self._freeze_backbone()
+        probe = self._probe_model()
         # Full weights are loaded before FSDP2 shards them; the rest of the state once the optimizer exists.
         saved = self._load_checkpoint() if self.resume else None
         self.train_model = self.world.wrap(self.model, self.device)
         ctx.optimizer = self.optimizer = parts["optimizer"].build(ctx)
         self.scheduler = parts["scheduler"].build(ctx)
         self.metrics = [choice.build(ctx) for choice in self.config.metrics]
+        self.early_stopping = self._early_stopping(probe)
         self.callbacks = [choice.build(ctx) for choice in self.config.callbacks] if self.world.is_main else []
         if saved is not None:
             self._restore(*saved)
@@ -124,13 +169,53 @@ class Run:
         capabilities = choice.entry.capabilities()
         return kernel if capabilities is None else CheckedKernel(choice.name, kernel, capabilities)
 
-    def _probe_model(self) -> None:
+    def _load_pretrained(self, path: Path) -> None:
+        """Fine-tuning: the pretrained weights (``path`` is a checkpoint, or a run's latest), heads excepted."""
+        source = path if (path / checkpoint.MANIFEST).is_file() else checkpoint.latest(path)
+        fresh, unused = checkpoint.load_pretrained(source, self.model)
+        notes = [f"initialized from {source}"]
+        if fresh:
+            notes.append(f"task heads with fresh weights: {', '.join(fresh)}")
+        if unused:
+            notes.append(f"heads of the checkpoint not used: {', '.join(unused)}")
+        self.log("; ".join(notes))
+
+    def _freeze_backbone(self) -> None:
+        """``train.freeze_backbone``: only the task heads (``heads.*``) keep requires_grad."""
+        trainable = 0
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name.startswith("heads."))
+            trainable += param.numel() if param.requires_grad else 0
+        if not trainable:
+            raise ConfigError("train.freeze_backbone is true, but the model has no task head to train (the objective "
+                              "attaches none); use an objective with a head, such as classification.")
+
+    def _early_stopping(self, probe) -> EarlyStopping | None:
+        """The early stopping of ``train.early_stopping``, its metric checked against the values the metrics give
+        for the probe's result (so a wrong name fails now, not at the first evaluation)."""
+        config = self.train_cfg.early_stopping
+        if config is None:
+            return None
+        if self.world.sharded:
+            raise ConfigError("train.early_stopping cannot restore the best weights into a model sharded by FSDP2 yet; "
+                              "use train.distributed.strategy ddp, or leave early_stopping out.")
+        values = {}
+        for metric in self.metrics:
+            metric.reset()
+            metric.update(probe)
+            values.update({f"val_{key}": value for key, value in metric.compute().items()})
+        early_stopping = EarlyStopping(config)
+        early_stopping.check(values)
+        return early_stopping
+
+    def _probe_model(self):
         """One forward pass in training mode on a real block, so that a part that cannot run this configuration
-        (e.g. a kernel without dropout) fails now, before the run starts; RNG state is restored afterwards."""
+        (e.g. a kernel without dropout) fails now, before the run starts; RNG state is restored afterwards. Returns
+        the objective's result."""
         devices = [torch.device(self.device).index or 0] if self.device == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             self.model.train()
-            self.objective(self.model, self._batch(table_rows(self.val_table, slice(0, 1))))
+            return self.objective(self.model, self._batch(table_rows(self.val_table, slice(0, 1))))
 
     def _trainer_state(self) -> dict:
         return {
@@ -141,6 +226,7 @@ class Run:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": random.getstate(),
+            "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
         }
 
     def _load_checkpoint(self) -> tuple[Path, dict]:
@@ -158,6 +244,8 @@ class Run:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         random.setstate(state["python_rng"])
+        if self.early_stopping is not None and state.get("early_stopping") is not None:
+            self.early_stopping.load_state_dict(state["early_stopping"])
         self.step = state["step"]
         if self.world.is_main:
             self._truncate_metrics(self.step)
@@ -248,13 +336,14 @@ class Run:
         evaluated = table_rows(self.val_table, slice(0, cfg.eval_batches * cfg.batch_size))
         return baseline(self.train_table if self.train_table is not None else self.train_stream, evaluated)
 
-    def save_checkpoint(self) -> Path | None:
-        """Rank 0 writes the checkpoint (the full state is gathered from every rank first); returns its path there."""
+    def save_checkpoint(self, best: bool = False) -> Path | None:
+        """Rank 0 writes the checkpoint (the full state is gathered from every rank first), marked as the best
+        evaluation's with ``best``; returns its path there."""
         weights, state = self.world.checkpoint_weights(self.model), self._trainer_state()
         path = None
         if self.world.is_main:
             path = checkpoint.save(self.run_dir, self.step, weights, state, self.train_cfg.keep_checkpoints,
-                                   meta={"block_size": self.data.block_size})
+                                   meta={"block_size": self.data.block_size}, best=best)
             self._emit("on_checkpoint_saved", path)
         self.world.barrier()  # no rank runs ahead of a checkpoint that is not on disk yet
         return path
@@ -276,7 +365,7 @@ class Run:
                          mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
         try:
             window_start, window_tokens = time.perf_counter(), 0
-            while self.step < cfg.max_steps:
+            while self.step < cfg.max_steps and not self._stopped_early():
                 loss, tokens = self.train_step()
                 window_tokens += tokens
                 if not math.isfinite(loss):
@@ -291,20 +380,40 @@ class Run:
                     self._bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
                     self._emit("on_step_end", record)
                     window_start, window_tokens = time.perf_counter(), 0
+                best = False
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                     last_eval = {"step": self.step, **self.evaluate()}
                     self._record(last_eval)
                     self.log("step {step}: ".format(**last_eval) + ", ".join(
                         f"{k} {v:.4f}" for k, v in last_eval.items() if k != "step"))
                     self._emit("on_eval_end", last_eval)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
-                    self.save_checkpoint()
+                    best = self.early_stopping is not None and self.early_stopping.update(last_eval)
+                if (best or self._stopped_early() or self.step % cfg.checkpoint_every == 0
+                        or self.step == cfg.max_steps):
+                    self.save_checkpoint(best=best)
         finally:
             self._bar.close()
             self._bar = None
+        if self.early_stopping is not None:
+            last_eval = self._restore_best()
         self.write_samples()
         self._emit("on_run_end")
         return {"step": self.step, **baselines, **last_eval}
+
+    def _stopped_early(self) -> bool:
+        return self.early_stopping is not None and self.early_stopping.should_stop
+
+    def _restore_best(self) -> dict:
+        """Early stopping: load the best evaluation's weights into the model; returns that evaluation's record with
+        ``best_step``, the step the weights come from."""
+        best = self.early_stopping.best
+        if best is None:  # no evaluation yet: early stopping added when resuming a run that had nothing left to do
+            return {}
+        checkpoint.load_weights(checkpoint.best(self.run_dir), self.model)
+        stopped = f"stopped early at step {self.step}" if self._stopped_early() else f"ended at step {self.step}"
+        self.log(f"{stopped}; restored the weights of step {best['step']}, the best evaluation "
+                 f"({self.early_stopping.config.metric} {best[self.early_stopping.config.metric]:.4f})")
+        return {**{k: v for k, v in best.items() if k != "step"}, "best_step": best["step"]}
 
     def write_samples(self) -> None:
         cfg = self.train_cfg

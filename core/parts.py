@@ -87,6 +87,7 @@ class BuildContext:
     device: str = "cpu"
     seed: int = 0
     train: Any = None  # the validated ``train`` section (TrainConfig)
+    init_from: Path | None = None  # the pretrained run a fine-tuning run starts from; parts may reuse its files
     cleaners: list = field(default_factory=list)  # the built ``cleaning`` chain, in config order
     data: "DataSource | None" = None
     tokenizer: "Tokenizer | None" = None

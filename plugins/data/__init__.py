@@ -23,4 +23,10 @@ def hookformer_parts():
                  options=f"{_HERE}.prompt_response:PromptResponseOptions"),
         PartSpec("data", "saved", "a dataset written with `datasets`' save_to_disk (one split, one text column)",
                  factory=f"{_HERE}.saved:build", options=f"{_HERE}.saved:SavedOptions"),
+        PartSpec("data", "labeled", "labeled examples for fine-tuning from local CSV, TSV and JSONL files read with "
+                 "`datasets`: sequence classification (single texts or pairs) or token classification",
+                 factory=f"{_HERE}.labeled:build", options=f"{_HERE}.labeled:LabeledOptions"),
+        PartSpec("data", "stdlib_areas", "fine-tuning demo, no download: classify a standard-library docstring by "
+                 "the area of the library it comes from (text, numbers, files, networking, concurrency, ...)",
+                 factory=f"{_HERE}.stdlib_areas:build", options=f"{_HERE}.stdlib_areas:StdlibAreasOptions"),
     ]

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import datasets
 import numpy as np
@@ -86,24 +86,26 @@ def scan_utf8(path: Path, chunk_size: int = 1 << 24) -> Utf8Scan:
                 return Utf8Scan(invalid, first_line)
 
 
-def resolve_paths(patterns: list[str], folder_suffixes: list[str]) -> list[Path]:
-    """Files named by ``patterns`` (paths, folders or globs), in the given order, the files of a glob or folder
-    sorted, each file once."""
+def resolve_paths(patterns: list[str], folder_suffixes: Sequence[str] = (), field: str = "data.paths") -> list[Path]:
+    """Files named by ``patterns`` (paths, globs, and folders when ``folder_suffixes`` says which of their files to
+    take; the option ``field`` in errors), in the given order, the files of a glob or folder sorted, each file once."""
     files: dict[Path, None] = {}
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
         if glob.has_magic(expanded):
             matches = sorted(p for p in glob.glob(expanded, recursive=True) if os.path.isfile(p))
             if not matches:
-                raise DataError(f'data.paths: the pattern "{pattern}" matches no file (working directory '
+                raise DataError(f'{field}: the pattern "{pattern}" matches no file (working directory '
                                 f"{os.getcwd()})")
         elif os.path.isdir(expanded):
+            if not folder_suffixes:
+                raise DataError(f'{field}: "{pattern}" is a directory; name its files, e.g. "{pattern}/**/*.csv"')
             matches = folder_files(Path(expanded), folder_suffixes)
             if not matches:
-                raise DataError(f'data.paths: the folder "{pattern}" holds no file ending in '
+                raise DataError(f'{field}: the folder "{pattern}" holds no file ending in '
                                 f"{', '.join(folder_suffixes)} (data.folder_suffixes)")
         elif not os.path.isfile(expanded):
-            raise DataError(f'data.paths: file "{pattern}" not found (working directory {os.getcwd()})')
+            raise DataError(f'{field}: file "{pattern}" not found (working directory {os.getcwd()})')
         else:
             matches = [expanded]
         files.update((Path(match).absolute(), None) for match in matches)

@@ -27,4 +27,11 @@ def hookformer_parts():
         PartSpec("objective", "sft", "supervised fine-tuning: next-token loss on the response tokens only (the "
                  "batch's labels). Data: prompt_response", factory=f"{_HERE}.sft:build",
                  options=f"{_HERE}.clm:CLMOptions"),
+        PartSpec("objective", "classification", "sequence classification (single texts or pairs): a classifier "
+                 "head on the pooled sequence, cross-entropy against the labels; needs labeled data",
+                 factory=f"{_HERE}.classification:build", options=f"{_HERE}.classification:ClassificationOptions"),
+        PartSpec("objective", "token_classification", "token classification (e.g. named entities): a classifier "
+                 "head at every position, scored where the data puts a label (each word's first sub-word piece)",
+                 factory=f"{_HERE}.token_classification:build",
+                 options=f"{_HERE}.token_classification:TokenClassificationOptions"),
     ]

@@ -20,6 +20,7 @@ class AdamWOptions(PartOptions):
 
 
 def build(options: AdamWOptions, ctx) -> torch.optim.AdamW:
-    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings)
+    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings,
+                          head_lr=ctx.train.head_lr if ctx.train is not None else None)
     return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps,
                              fused=options.fused or None)

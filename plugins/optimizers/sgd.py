@@ -18,5 +18,6 @@ class SGDOptions(PartOptions):
 
 
 def build(options: SGDOptions, ctx) -> torch.optim.SGD:
-    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings)
+    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings,
+                          head_lr=ctx.train.head_lr if ctx.train is not None else None)
     return torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum, nesterov=options.nesterov)

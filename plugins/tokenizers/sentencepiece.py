@@ -122,9 +122,10 @@ class SentencePieceTokenizer:
 
 
 def build(options: SentencePieceOptions, ctx: BuildContext) -> SentencePieceTokenizer:
-    """Load ``model_file``, else the run directory's model (a resumed run), else train one; the run directory keeps
-    a copy either way."""
+    """Load ``model_file``, else the run directory's model (a resumed run), else the pretrained run's model (a
+    fine-tuning run, ``ctx.init_from``), else train one; the run directory keeps a copy either way."""
     saved = ctx.run_dir / MODEL_PATH
+    pretrained = ctx.init_from / MODEL_PATH if ctx.init_from is not None else None
     if options.model_file is not None:
         path = Path(options.model_file).expanduser()
         if not path.is_file():
@@ -136,6 +137,8 @@ def build(options: SentencePieceOptions, ctx: BuildContext) -> SentencePieceToke
                               "that file or start a new run.")
     elif saved.is_file():
         proto, source = saved.read_bytes(), str(saved)
+    elif pretrained is not None and pretrained.is_file():
+        proto, source = pretrained.read_bytes(), f"{pretrained} (the tokenizer of train.init_from)"
     else:
         proto, source = train(options, ctx.data), "the trained tokenizer"
     tokenizer = load(proto, options.num_threads, source)
