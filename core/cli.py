@@ -1,4 +1,5 @@
-"""The ``hookformer`` command line: ``train``, ``finetune``, ``data``, ``generate``, ``plugins list``, ``plugins show``.
+"""The ``hookformer`` command line: ``train``, ``finetune``, ``data``, ``evaluate``, ``generate``, ``plugins list``,
+``plugins show``.
 
 A user error (bad config, data or plugin) prints one paragraph and exits with code 2; ``--debug`` shows the
 traceback. Listing plugins imports no torch, datasets or triton.
@@ -60,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "(its latest checkpoint), or one of its checkpoint directories")
     finetune.add_argument("config", type=Path, help=config_help)
     _run_arguments(finetune)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score a run's checkpoint with its metrics, "
+                                   "on its validation split or on other data (--set data....); writes nothing there")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a field of the run's config, e.g. --set data.paths=[other.txt]")
+    evaluate.add_argument("--checkpoint", default="latest", help="latest (default), best (the best evaluation of an "
+                          "early-stopping run), or a checkpoint directory")
+    evaluate.add_argument("--split", choices=["validation", "train"], default="validation",
+                          help="which split of the data to score (default: validation)")
+    evaluate.add_argument("--examples", type=_count, default=None, metavar="N",
+                          help="score the first N examples only (default: all of the split)")
+    evaluate.add_argument("--output", type=Path, help="also write the results to this JSON file")
 
     data = commands.add_parser("data", parents=[common], help="run the data stages alone (read, clean, train the "
                                "tokenizer, tokenize, pack) and print what each did")
@@ -293,6 +307,43 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from hookformer.core import config as run_config
+
+    raw = _saved_config(args.run_dir)
+    for assignment in args.overrides:
+        raw = run_config.apply_override(raw, assignment)
+    config = run_config.validate(raw, _catalog(args))
+
+    import json
+
+    from hookformer.core import checkpoint
+    from hookformer.core.evaluate import evaluate_checkpoint
+    from hookformer.core.loop import resolve_device
+
+    if args.checkpoint == "latest":
+        path = checkpoint.latest(args.run_dir)
+    elif args.checkpoint == "best":
+        path = checkpoint.best(args.run_dir)
+        if path is None:
+            raise ConfigError(f"{args.run_dir} has no best checkpoint (only runs with train.early_stopping keep one); "
+                              f"use --checkpoint latest.")
+    else:
+        path = Path(args.checkpoint)
+        if not (path / checkpoint.MANIFEST).is_file():
+            raise ConfigError(f"--checkpoint {path} is not a checkpoint directory (it has no {checkpoint.MANIFEST}).")
+    results = evaluate_checkpoint(config, args.run_dir, path, split=args.split, max_examples=args.examples,
+                                  device=resolve_device(config.train.device))
+    print(f"{results['checkpoint']} (step {results['step']}), {results['split']} split, "
+          f"{results['examples']:,} examples:")
+    for key, value in results.items():
+        if isinstance(value, float):
+            print(f"  {key:<24} {value:.4f}")
+    if args.output is not None:
+        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from hookformer.core import config as run_config
 
@@ -319,7 +370,7 @@ def _which_rank() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    handler = {"train": cmd_train, "finetune": cmd_finetune, "data": cmd_data,
+    handler = {"train": cmd_train, "finetune": cmd_finetune, "data": cmd_data, "evaluate": cmd_evaluate,
                "generate": cmd_generate}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:

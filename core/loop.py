@@ -19,9 +19,9 @@ import yaml
 from tqdm import tqdm
 
 from hookformer.core import checkpoint
-from hookformer.core.capabilities import CheckedKernel
 from hookformer.core.config import EarlyStoppingConfig, RunConfig, pretrained_run_dir
 from hookformer.core.distributed import World
+from hookformer.core.evaluate import build_model, evaluate
 from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
 from hookformer.core.generate import generate
 from hookformer.core.prepare import build_context, prepare_data
@@ -137,9 +137,7 @@ class Run:
         self.train_table = None if hasattr(train, "next_batch") else as_table(train)
         self.train_stream = train if self.train_table is None else TableStream(self.train_table, cfg.seed)
         self.val_table = as_table(splits["validation"])
-        ctx.attention = self.attention = self._attention(ctx)
-        ctx.model = self.model = parts["model"].build(ctx).to(self.device)
-        self.objective = parts["objective"].build(ctx)  # attaches its task heads to the model
+        self.model, self.objective = build_model(self.config, ctx)  # the objective attaches its task heads
         if ctx.init_from is not None:
             self._load_pretrained(Path(cfg.init_from))
         if cfg.freeze_backbone:
@@ -161,13 +159,6 @@ class Run:
             checkpoint.write_atomically(self.run_dir / "config.yaml",
                                         yaml.safe_dump(self.config.dump(), sort_keys=False))
             checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
-
-    def _attention(self, ctx):
-        """The configured kernel; one that declares capabilities is checked against them on every kind of call."""
-        choice = self.config.parts["attention"]
-        kernel = choice.build(ctx)
-        capabilities = choice.entry.capabilities()
-        return kernel if capabilities is None else CheckedKernel(choice.name, kernel, capabilities)
 
     def _load_pretrained(self, path: Path) -> None:
         """Fine-tuning: the pretrained weights (``path`` is a checkpoint, or a run's latest), heads excepted."""
@@ -307,24 +298,11 @@ class Run:
         self.step += 1
         return loss_sum / max(1, items), tokens
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time)."""
         cfg = self.train_cfg
-        self.model.eval()
-        for metric in self.metrics:
-            metric.reset()
-        for start in range(0, min(len(self.val_table["input_ids"]), cfg.eval_batches * cfg.batch_size),
-                           cfg.batch_size):
-            batch = self._batch(table_rows(self.val_table, slice(start, start + cfg.batch_size)))
-            with self._autocast():
-                result = self.objective(self.model, batch)
-            for metric in self.metrics:
-                metric.update(result)
-        values: dict = {}
-        for metric in self.metrics:
-            values.update({f"val_{key}": value for key, value in metric.compute().items()})
-        return values
+        return evaluate(self.model, self.objective, self.metrics, self.val_table, batch_size=cfg.batch_size,
+                        max_examples=cfg.eval_batches * cfg.batch_size, device=self.device, autocast=self._autocast)
 
     def baselines(self) -> dict[str, float]:
         """What the objective scores without looking at the input (see the Objective protocol), on the evaluation

@@ -158,3 +158,28 @@ def test_resuming_with_overrides_continues_the_run_and_records_them_in_its_confi
     assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=4"]) == 0
     assert [r["step"] for r in records(run_dir) if "loss" in r] == [1, 2, 3, 4]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"] == 4
+
+
+def test_evaluate_scores_the_checkpoint_as_the_run_did_and_writes_nothing_into_the_run(tmp_path, corpus, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(run_dir)]) == 0
+    last_eval = [r for r in records(run_dir) if "val_loss" in r][-1]
+    before = sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
+    capsys.readouterr()
+    output = tmp_path / "eval.json"
+    # The run evaluated eval_batches (2) x batch_size (4) examples: the same ones give the same figures.
+    assert main(["evaluate", str(run_dir), "--examples", "8", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    assert results["step"] == 8 and results["examples"] == 8
+    for key in ("val_loss", "val_perplexity", "val_accuracy"):
+        assert results[key] == pytest.approx(last_eval[key], rel=1e-6), key
+    assert "unigram_val_loss" in results and "val_loss" in capsys.readouterr().out
+    assert sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before
+
+
+def test_evaluate_names_a_missing_best_checkpoint_with_exit_2(tmp_path, corpus, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", str(tiny_config(tmp_path, corpus, max_steps=2)), "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--checkpoint", "best"]) == 2
+    assert "has no best checkpoint" in capsys.readouterr().err
