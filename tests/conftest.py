@@ -86,3 +86,20 @@ def make_plugin_package(tmp_path_factory):
         return root
 
     return make
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    """The catalog of the installed plugins."""
+    from hookformer.registry.catalog import Catalog
+
+    return Catalog.load()
+
+
+@pytest.fixture(scope="module")
+def tok(catalog):
+    """The byte tokenizer, built through the registry."""
+    from hookformer.core.parts import BuildContext
+
+    entry = catalog.get("tokenizer", "byte")
+    return entry.build(entry.options_model()(), BuildContext(run_dir=Path(".")))

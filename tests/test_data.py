@@ -18,18 +18,6 @@ from hookformer.core.cli import main
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data import python_docs
-from hookformer.registry.catalog import Catalog
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
-
-
-@pytest.fixture(scope="module")
-def tok(catalog):
-    entry = catalog.get("tokenizer", "byte")
-    return entry.build(entry.options_model()(), BuildContext(run_dir=Path(".")))
 
 
 @pytest.fixture(autouse=True)

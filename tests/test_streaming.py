@@ -24,17 +24,6 @@ from hookformer.plugins.data.streaming import held_out
 from hookformer.registry.catalog import Catalog
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.load()
-
-
-@pytest.fixture(scope="module")
-def tok(catalog):
-    entry = catalog.get("tokenizer", "byte")
-    return entry.build(entry.options_model()(), BuildContext(run_dir=Path(".")))
-
-
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HOOKFORMER_CACHE", str(tmp_path / "cache"))

@@ -30,13 +30,13 @@ from pydantic import Field, model_validator
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, PartOptions, Tokenizer
 from hookformer.plugins.data.pipeline import cache_root, hf_cache, quiet_datasets
+from hookformer.plugins.data.tabular import record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
 IGNORE = -100
 Task = Literal["sequence_classification", "token_classification"]
 #: The fields read when text_field / label_field are left null.
 DEFAULT_FIELDS = {"sequence_classification": ("text", "label"), "token_classification": ("tokens", "tags")}
-_SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 _INTEGER = re.compile(r"-?\d+")
 
 
@@ -225,14 +225,6 @@ def encode_words(tokenizer: Tokenizer, words: list[list[str]], tags: list[list[i
 
 # -- reading ---------------------------------------------------------------------------------------------------------
 
-def file_format(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    if path.suffix.lower() not in _SUFFIX_FORMATS:
-        raise DataError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; name the file .csv, .tsv "
-                        f"or .jsonl, or set data.format")
-    return _SUFFIX_FORMATS[path.suffix.lower()]
-
 
 def load_file(path: Path, fmt: str, root: Path) -> datasets.Dataset:
     """One CSV, TSV or JSON Lines file as a Dataset (CSV cells stay text; an empty cell is an empty string)."""
@@ -278,7 +270,7 @@ def read_records(patterns: list[str], options: LabeledOptions, option: str, root
     files = resolve_paths(patterns, field=f"data.{option}")
     records = []
     for path in files:
-        fmt = file_format(path, options.format)
+        fmt = record_format(path, options.format)
         loaded = load_file(path, fmt, root)
         for column, name in wanted.items():
             if column not in loaded.column_names:

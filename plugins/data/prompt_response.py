@@ -25,10 +25,10 @@ from pydantic import Field, field_validator
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, Tokenizer
 from hookformer.plugins.data.pipeline import DataOptions, cache_root, hf_cache, quiet_datasets, read_jsonl
+from hookformer.plugins.data.tabular import record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
 IGNORE = -100
-_SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 _ENCODE_BATCH = 4096
 
 
@@ -129,14 +129,6 @@ def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
             for ids in tokenizer.encode_batch(texts[start:start + _ENCODE_BATCH])]
 
 
-def _format(path: Path, option: str) -> str:
-    if option != "auto":
-        return option
-    if path.suffix.lower() not in _SUFFIX_FORMATS:
-        raise DataError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; name files .jsonl, .csv "
-                        f"or .tsv, or set data.format")
-    return _SUFFIX_FORMATS[path.suffix.lower()]
-
 
 def read_records(path: Path, fmt: str, options: PromptResponseOptions, root: Path) -> datasets.Dataset:
     """One file's records as a Dataset with the text columns ``prompt`` and ``response``."""
@@ -170,7 +162,7 @@ def _jsonl_column(path: Path, field: str, name: str, root: Path) -> list[str]:
 def build(options: PromptResponseOptions, ctx: BuildContext) -> PromptResponseSource:
     files = [path for path in resolve_paths(options.paths) if path.stat().st_size]
     root = cache_root(options)
-    parts = [read_records(path, _format(path, options.format), options, root) for path in files]
+    parts = [read_records(path, record_format(path, options.format), options, root) for path in files]
     records = datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_dict(
         {"prompt": [], "response": []})
     return PromptResponseSource(records, options, files, ctx.seed)

@@ -135,3 +135,17 @@ def _cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return str(exc).strip().rstrip(".")
+
+
+#: Suffixes of files of labeled records (labeled and prompt_response data) and the format each is read as.
+RECORD_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def record_format(path: Path, option: str) -> str:
+    """The format of a file of records: ``option`` (the part's ``format``) unless it is auto, else by suffix."""
+    if option != "auto":
+        return option
+    if path.suffix.lower() not in RECORD_FORMATS:
+        raise DataError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; name the file .csv, .tsv "
+                        f"or .jsonl, or set data.format")
+    return RECORD_FORMATS[path.suffix.lower()]
