@@ -244,11 +244,12 @@ RATIOS = [  # (label, numerator, denominator, target)
 def print_table(shape: Shape, dtype: str, result: dict, steps: int, warmup: int, rounds: int) -> None:
     print(f"\n{shape.describe()}; {dtype}; {rounds} round(s) x {steps} steps after {warmup} warmup, "
           f"{shape.batch * shape.block} tokens/step")
-    print(f"  {'model':<20} {'params':>11} {'startup s':>9} {'tok/s median':>13}  {'loss':>6}  per round tok/s")
+    print(f"  {'model':<20} {'params':>11} {'startup s':>9} {'tok/s median':>13} {'best':>7}  {'loss':>6}  "
+          "per round tok/s")
     for name, entry in result.items():
         rounds_s = " ".join(f"{rate:,.0f}" for rate in entry["rates"])
-        print(f"  {name:<20} {entry['params']:>11,} {entry['startup_s']:>9.1f} {entry['tok_s']:>13,.0f}  "
-              f"{entry['loss']:>6.3f}  {rounds_s}")
+        print(f"  {name:<20} {entry['params']:>11,} {entry['startup_s']:>9.1f} {entry['tok_s']:>13,.0f} "
+              f"{max(entry['rates']):>7,.0f}  {entry['loss']:>6.3f}  {rounds_s}")
     for label, a, b, target in RATIOS:
         if a in result and b in result:
             print(f"  {label}: {fmt_ratio(ratio(result, a, b))}" + (f" (target >= {target})" if target else ""))

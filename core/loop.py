@@ -131,8 +131,9 @@ class Run:
         saved = self._load_checkpoint() if self.resume else None
         self.train_model = self.world.wrap(self.model, self.device)
         if cfg.compile:
-            # Wrapped first, then compiled (the order PyTorch documents): compiling DDP's module splits the graph at
-            # its gradient buckets so that their all-reduce overlaps the backward, and FSDP2's hooks are in place.
+            # Wrapped first, then compiled: Dynamo splits the graph at DDP's gradient buckets (so that their
+            # all-reduce overlaps the backward) only when it traces DDP's own forward, and FSDP2 shards the model
+            # in place, so the compiled module is the sharded one with its hooks.
             # ``self.model`` stays the plain module: checkpoints keep its parameter names, and evaluation and
             # sampling (other shapes, no grad) run it uncompiled, so only the training batch shape is compiled.
             began = time.perf_counter()
