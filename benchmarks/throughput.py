@@ -1,4 +1,5 @@
-"""Training throughput side by side: hookformer's GPT vs a plain-PyTorch reference GPT vs HF transformers' GPT2.
+"""Training throughput side by side: hookformer's GPT vs a plain-PyTorch reference GPT vs HF transformers' GPT2,
+each eager and under torch.compile.
 
 Three models of the same shape, trained on the same random token batches with AdamW (lr 3e-4, betas (0.9, 0.95),
 weight decay 0.1 on linear weights), gradient clipping at 1.0, fp32 or bf16 autocast:
@@ -9,13 +10,18 @@ weight decay 0.1 on linear weights), gradient clipping at 1.0, fp32 or bf16 auto
   (``core.loop.accumulate_gradients`` then clip, step, zero_grad, as in ``Run.train_step``);
 * HF GPT2: ``transformers.GPT2LMHeadModel`` with SDPA attention and no dropout (skipped if transformers is missing).
 
-The models are interleaved (round 1: reference, hookformer, HF; round 2: ...) so that machine noise hits all of them
-alike; the reported tokens/s of a model is the median over rounds. Tokens per step = batch * block.
+Each also runs compiled (left out with --no-compile): the reference and HF GPT2 under ``torch.compile(model,
+dynamic=False)``, hookformer through ``core.loop.compile_for_training``, as ``train.compile: true`` does. Compilation
+happens before the timed steps; the "startup" column is the time to build a model and run its first step, compilation
+included.
+
+The models are interleaved (round 1: each model in turn; round 2: ...) so that machine noise hits all of them alike;
+the reported tokens/s of a model is the median over rounds. Tokens per step = batch * block.
 
     python benchmarks/throughput.py                          # configs A and B, fp32 and bf16
     python benchmarks/throughput.py --config A --dtype bf16 --steps 100 --rounds 5
-    python benchmarks/throughput.py --quick                  # smoke test: config A, 1 step per round
-    python benchmarks/throughput.py --quick --config all     # smoke test of config B too (slow on CPU)
+    python benchmarks/throughput.py --quick --no-compile     # smoke test: config A, 1 step per round
+    python benchmarks/throughput.py --quick --config all     # smoke test of config B and compilation too (slow)
 """
 
 from __future__ import annotations
@@ -87,16 +93,17 @@ def plain_step(model, loss_of, autocast):
     return step
 
 
-# -- the three contenders: each is (model, step function); step() trains on one batch and returns its loss ------------
-def build_reference(shape: Shape, device: str, autocast):
+# -- the contenders: each is (model, step function); step() trains on one batch and returns its loss -----------------
+def build_reference(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
     torch.manual_seed(0)
     model = GPT(GPTConfig(shape.n_layer, shape.n_head, shape.d_model, shape.block, shape.vocab)).to(device)
-    return model, plain_step(model, lambda ids: lm_loss(model(ids), ids), autocast)
+    net = torch.compile(model, dynamic=False) if compiled else model
+    return model, plain_step(model, lambda ids: lm_loss(net(ids), ids), autocast)
 
 
-def build_hookformer(shape: Shape, device: str, autocast):
+def build_hookformer(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
     from hookformer.core.capabilities import CheckedKernel
-    from hookformer.core.loop import accumulate_gradients
+    from hookformer.core.loop import accumulate_gradients, compile_for_training
     from hookformer.core.parts import BuildContext
     from hookformer.registry.catalog import Catalog
 
@@ -115,9 +122,10 @@ def build_hookformer(shape: Shape, device: str, autocast):
     objective = objective_entry.build(objective_entry.options_model()(), ctx)
     optimizer_entry = catalog.get("optimizer", "adamw")
     ctx.optimizer = optimizer = optimizer_entry.build(optimizer_entry.options_model()(lr=LR), ctx)
+    train_model = compile_for_training(model, objective, batch, autocast) if compiled else model
 
     def step(batch):  # Run.train_step, less the scheduler and the bookkeeping
-        loss_sum, items, _ = accumulate_gradients(model, objective, [batch], autocast)
+        loss_sum, items, _ = accumulate_gradients(train_model, objective, [batch], autocast)
         params = [p for p in model.parameters() if p.grad is not None]
         float(torch.nn.utils.clip_grad_norm_(params, CLIP))
         optimizer.step()
@@ -127,7 +135,7 @@ def build_hookformer(shape: Shape, device: str, autocast):
     return model, step
 
 
-def build_hf(shape: Shape, device: str, autocast):
+def build_hf(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
@@ -142,7 +150,12 @@ def build_hf(shape: Shape, device: str, autocast):
     except (TypeError, ValueError, ImportError):
         model = GPT2LMHeadModel(config)
     model = model.to(device)
-    return model, plain_step(model, lambda ids: model(input_ids=ids, labels=ids).loss, autocast)
+    net = torch.compile(model, dynamic=False) if compiled else model
+    return model, plain_step(model, lambda ids: net(input_ids=ids, labels=ids).loss, autocast)
+
+
+BUILDERS = {"reference": build_reference, "hookformer": build_hookformer, "HF GPT2": build_hf}
+COMPILED = " compiled"  # suffix of a compiled contender's name
 
 
 def hf_available() -> bool:
@@ -176,22 +189,25 @@ def run_steps(step, batches, n: int, start: int, device: str) -> tuple[float, fl
     return time.perf_counter() - begin, float(loss)
 
 
-def bench(shape: Shape, dtype: str, device: str, steps: int, warmup: int, rounds: int, with_hf: bool) -> dict:
+def bench(shape: Shape, dtype: str, device: str, steps: int, warmup: int, rounds: int, names: list[str]) -> dict:
+    """Tokens/s of each named contender ("hookformer", "hookformer compiled", ...), interleaved over rounds."""
     autocast = autocast_factory(device, dtype)
     generator = torch.Generator().manual_seed(1234)
     batches = [{"input_ids": torch.randint(0, shape.vocab, (shape.batch, shape.block), generator=generator)
                 .to(device)} for _ in range(8)]
-    builders = {"reference": build_reference, "hookformer": build_hookformer}
-    if with_hf:
-        builders["HF GPT2"] = build_hf
-    contenders = {name: build(shape, device, autocast) for name, build in builders.items()}
-    for model, _ in contenders.values():
+    contenders, result = {}, {}
+    for name in names:
+        build = BUILDERS[name.removesuffix(COMPILED)]
+        sync(device)
+        began = time.perf_counter()
+        model, step = contenders[name] = build(shape, device, autocast, name.endswith(COMPILED), batches[0])
         model.train()
+        run_steps(step, batches, 1, 0, device)
+        result[name] = {"params": count(model), "rates": [], "loss": float("nan"),
+                        "startup_s": time.perf_counter() - began}
+        if warmup > 1:
+            run_steps(step, batches, warmup - 1, 1, device)
     tokens_per_step = shape.batch * shape.block
-    result = {name: {"params": count(model), "rates": [], "loss": float("nan")}
-              for name, (model, _) in contenders.items()}
-    for name, (_, step) in contenders.items():
-        run_steps(step, batches, warmup, 0, device)
     for r in range(rounds):
         for name, (_, step) in contenders.items():
             gc.collect()
@@ -215,16 +231,28 @@ def fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+RATIOS = [  # (label, numerator, denominator, target)
+    ("hookformer / reference", "hookformer", "reference", "1.0x"),
+    ("hookformer / HF GPT2", "hookformer", "HF GPT2", "1.3x"),
+    ("hookformer compiled / reference compiled", "hookformer compiled", "reference compiled", None),
+    ("hookformer compiled / HF GPT2", "hookformer compiled", "HF GPT2", None),
+    ("hookformer compiled / HF GPT2 compiled", "hookformer compiled", "HF GPT2 compiled", None),
+    ("hookformer compiled / hookformer", "hookformer compiled", "hookformer", None),
+]
+
+
 def print_table(shape: Shape, dtype: str, result: dict, steps: int, warmup: int, rounds: int) -> None:
     print(f"\n{shape.describe()}; {dtype}; {rounds} round(s) x {steps} steps after {warmup} warmup, "
           f"{shape.batch * shape.block} tokens/step")
-    print(f"  {'model':<12} {'params':>11} {'tok/s median':>13}  {'loss':>6}  per round tok/s")
+    print(f"  {'model':<20} {'params':>11} {'startup s':>9} {'tok/s median':>13} {'best':>7}  {'loss':>6}  "
+          "per round tok/s")
     for name, entry in result.items():
         rounds_s = " ".join(f"{rate:,.0f}" for rate in entry["rates"])
-        print(f"  {name:<12} {entry['params']:>11,} {entry['tok_s']:>13,.0f}  {entry['loss']:>6.3f}  {rounds_s}")
-    print(f"  hookformer / reference: {fmt_ratio(ratio(result, 'hookformer', 'reference'))} (target >= 1.0x)   "
-          f"hookformer / HF GPT2: {fmt_ratio(ratio(result, 'hookformer', 'HF GPT2'))} (target >= 1.3x)   "
-          f"HF GPT2 / reference: {fmt_ratio(ratio(result, 'HF GPT2', 'reference'))}")
+        print(f"  {name:<20} {entry['params']:>11,} {entry['startup_s']:>9.1f} {entry['tok_s']:>13,.0f} "
+              f"{max(entry['rates']):>7,.0f}  {entry['loss']:>6.3f}  {rounds_s}")
+    for label, a, b, target in RATIOS:
+        if a in result and b in result:
+            print(f"  {label}: {fmt_ratio(ratio(result, a, b))}" + (f" (target >= {target})" if target else ""))
 
 
 def main(argv=None) -> int:
@@ -238,6 +266,7 @@ def main(argv=None) -> int:
                         "(default 3)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--no-hf", action="store_true", help="leave out HF transformers' GPT2")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled models")
     parser.add_argument("--quick", action="store_true", help="smoke test: config A unless --config is given, "
                         "1 warmup step, 2 rounds x 1 step; the numbers mean nothing")
     args = parser.parse_args(argv)
@@ -250,6 +279,9 @@ def main(argv=None) -> int:
     shapes = [CONFIGS[c] for c in ("A", "B") if args.config in (c, "all")]
     dtypes = [d for d in ("fp32", "bf16") if args.dtype in (d, "all")]
     with_hf = not args.no_hf and hf_available()
+    names = [name for name in BUILDERS if with_hf or name != "HF GPT2"]
+    if not args.no_compile:
+        names += [name + COMPILED for name in names]
 
     versions = f"torch {torch.__version__}"
     if with_hf:
@@ -268,22 +300,27 @@ def main(argv=None) -> int:
     for shape in shapes:
         for dtype in dtypes:
             steps, warmup = args.steps or shape.steps, args.warmup if args.warmup is not None else shape.warmup
-            result = bench(shape, dtype, args.device, steps, warmup, args.rounds, with_hf)
+            result = bench(shape, dtype, args.device, steps, warmup, args.rounds, names)
             print_table(shape, dtype, result, steps, warmup, args.rounds)
             rows.append((shape, dtype, result))
 
-    print("\n| config | dtype | params (ref / ours / HF) | reference tok/s | hookformer tok/s | HF GPT2 tok/s "
-          "| hookformer / reference | hookformer / HF GPT2 |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("\n| config | dtype | mode | reference tok/s | hookformer tok/s | HF GPT2 tok/s | hookformer / reference "
+          "| hookformer / HF GPT2 | hookformer / HF GPT2 eager | startup s (ref / ours / HF) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     for shape, dtype, result in rows:
-        def cell(name, key="tok_s", spec=",.0f"):
-            return format(result[name][key], spec) if name in result else "-"
+        for mode, suffix in (("eager", ""), ("compiled", COMPILED)):
+            if "hookformer" + suffix not in result:
+                continue
 
-        params = " / ".join(cell(n, "params", ",") for n in ("reference", "hookformer", "HF GPT2"))
-        print(f"| {shape.name} ({shape.n_layer}L {shape.n_head}H {shape.d_model}d, T={shape.block}, B={shape.batch}) "
-              f"| {dtype} | {params} | {cell('reference')} | {cell('hookformer')} | {cell('HF GPT2')} "
-              f"| {fmt_ratio(ratio(result, 'hookformer', 'reference'))} "
-              f"| {fmt_ratio(ratio(result, 'hookformer', 'HF GPT2'))} |")
+            def cell(name, key="tok_s", spec=",.0f"):
+                return format(result[name][key], spec) if name in result else "-"
+
+            ours, ref, hf = "hookformer" + suffix, "reference" + suffix, "HF GPT2" + suffix
+            print(f"| {shape.name} ({shape.n_layer}L {shape.n_head}H {shape.d_model}d, T={shape.block}, "
+                  f"B={shape.batch}) | {dtype} | {mode} | {cell(ref)} | {cell(ours)} | {cell(hf)} "
+                  f"| {fmt_ratio(ratio(result, ours, ref))} | {fmt_ratio(ratio(result, ours, hf))} "
+                  f"| {fmt_ratio(ratio(result, ours, 'HF GPT2'))} "
+                  f"| {' / '.join(cell(name, 'startup_s', '.1f') for name in (ref, ours, hf))} |")
     return 0
 
 

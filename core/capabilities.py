@@ -119,7 +119,8 @@ def describe(call: AttentionCall) -> str:
 
 class CheckedKernel:
     """A kernel whose every call is checked against its capabilities first: a call it does not cover fails with
-    all of its reasons instead of running with a different meaning. Each distinct kind of call is checked once."""
+    all of its reasons instead of running with a different meaning. Each distinct kind of call is checked once (under
+    torch.compile: once per traced graph)."""
 
     def __init__(self, name: str, kernel, capabilities: AttentionCapabilities):
         self.name = name
@@ -130,19 +131,32 @@ class CheckedKernel:
     def __call__(self, q, k, v, *, causal=False, key_padding_mask=None, dropout_p=0.0, scale=None, document_ids=None):
         call = AttentionCall.of(q, k, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p,
                                 document_ids=document_ids)
-        if call not in self._accepted:
-            reasons = self.capabilities.not_supported_reasons(call)
-            if reasons:
-                from hookformer.core.errors import HookformerError
-
-                raise HookformerError(f'attention kernel "{self.name}" cannot run this call ({describe(call)}): '
-                                      + "; ".join(reasons) + ". Choose another attention.name, or auto.")
+        if _compiling():
+            # Under torch.compile the check runs while the graph is traced, and the graph's guards on device,
+            # dtype and shapes retrace it for another kind of call; remembering calls here would break the graph.
+            self._check(call)
+        elif call not in self._accepted:
+            self._check(call)
             self._accepted.add(call)
         return self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p,
                            scale=scale, **documents(document_ids))
+
+    def _check(self, call: AttentionCall) -> None:
+        reasons = self.capabilities.not_supported_reasons(call)
+        if reasons:
+            from hookformer.core.errors import HookformerError
+
+            raise HookformerError(f'attention kernel "{self.name}" cannot run this call ({describe(call)}): '
+                                  + "; ".join(reasons) + ". Choose another attention.name, or auto.")
 
 
 def documents(document_ids) -> dict:
     """The ``document_ids`` keyword for a kernel call: only present when given, so kernels that do not declare
     document masks (and have no such argument) are called exactly as before."""
     return {} if document_ids is None else {"document_ids": document_ids}
+
+
+def _compiling() -> bool:
+    import torch  # only called with tensors in hand: torch is imported already
+
+    return torch.compiler.is_compiling()

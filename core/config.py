@@ -78,6 +78,9 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, gt=0, description="write a training record every N steps")
     clip_grad_norm: float | None = Field(1.0, gt=0, description="max global gradient norm; null disables clipping")
     bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
+    compile: bool = Field(False, description="train through torch.compile (static shapes, compiled once before the "
+                          "first step: tens of seconds on a CPU); evaluation, sampling and checkpoints use the "
+                          "uncompiled model")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
     checkpoint_every: int = Field(500, gt=0, description="save a checkpoint every N steps (and at the end)")
     keep_checkpoints: int = Field(2, gt=0, description="how many recent checkpoints to keep")

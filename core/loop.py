@@ -99,6 +99,33 @@ class EarlyStopping:
         self.best, self.evals_without_improvement = state["best"], state["evals_without_improvement"]
 
 
+def compile_for_training(model, objective, batch: dict, autocast=contextlib.nullcontext):
+    """``model`` under ``torch.compile`` with static shapes, compiled now by a forward and backward of ``batch`` in
+    training mode (RNG state restored, gradients dropped) rather than during the first step."""
+    compiled = torch.compile(model, dynamic=False, backend=_inductor_deterministic_embedding_backward)
+    device = batch["input_ids"].device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        model.train()
+        with autocast():
+            result = objective(compiled, batch)
+        result.loss_sum.backward()
+    for param in model.parameters():
+        param.grad = None
+    return compiled
+
+
+def _inductor_deterministic_embedding_backward(graph, example_inputs):
+    """torch.compile's default backend, Inductor, except that the embedding backward stays PyTorch's own kernel:
+    Inductor's would scatter-add the gradient rows with atomic adds in an order that changes from process to process,
+    so that neither two runs nor a resumed run and the uninterrupted one would compute the same bits."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    kept = {torch.ops.aten.embedding_dense_backward.default, torch.ops.aten.embedding_dense_backward.out}
+    decompositions = {op: rule for op, rule in select_decomp_table().items() if op not in kept}
+    return compile_fx(graph, example_inputs, decompositions=decompositions)
+
+
 class Run:
     """One training run in ``run_dir``. ``Run(config, run_dir).train()``; pass ``resume=True`` to continue from the
     run's latest checkpoint. Callbacks (the config's plus any appended to ``self.callbacks``) observe it.
@@ -146,6 +173,17 @@ class Run:
         # Full weights are loaded before FSDP2 shards them; the rest of the state once the optimizer exists.
         saved = self._load_checkpoint() if self.resume else None
         self.train_model = self.world.wrap(self.model, self.device)
+        if cfg.compile:
+            # Wrapped first, then compiled: Dynamo splits the graph at DDP's gradient buckets (so that their
+            # all-reduce overlaps the backward) only when it traces DDP's own forward, and FSDP2 shards the model
+            # in place, so the compiled module is the sharded one with its hooks.
+            # ``self.model`` stays the plain module: checkpoints keep its parameter names, and evaluation and
+            # sampling (other shapes, no grad) run it uncompiled, so only the training batch shape is compiled.
+            began = time.perf_counter()
+            self.train_model = compile_for_training(self.train_model, self.objective,
+                                                    self._batch(table_rows(self.val_table, [0] * cfg.batch_size)),
+                                                    self._autocast)
+            self.log(f"compiled the model in {time.perf_counter() - began:.1f} s")
         ctx.optimizer = self.optimizer = parts["optimizer"].build(ctx)
         self.scheduler = parts["scheduler"].build(ctx)
         self.metrics = [choice.build(ctx) for choice in self.config.metrics]

@@ -90,6 +90,23 @@ def test_an_explicitly_named_kernel_refuses_a_call_it_cannot_run_instead_of_chan
         triton_flash(q, q, q, dropout_p=0.1)  # even unchecked, dropout is refused, never ignored
 
 
+def test_a_checked_kernel_compiles_into_the_models_graph_and_still_refuses_under_compile():
+    # The check runs while torch.compile traces: remembering the call there broke the graph, and the whole forward
+    # fell back to eager.
+    catalog = Catalog.load()
+    ctx = BuildContext(run_dir=".", catalog=catalog, block_size=16)
+    ctx.attention = CheckedKernel("sdpa", sdpa_attention, SDPA)
+    entry = catalog.get("model", "transformer")
+    model = entry.build(entry.options_model()(n_layer=1, n_head=2, d_model=16, vocab_size=32), ctx)
+    explained = torch._dynamo.explain(model)(torch.randint(0, 32, (2, 16)))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+    refusing = CheckedKernel("triton_flash", triton_flash, TRITON_FLASH)
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(HookformerError, match='"triton_flash" cannot run this call.*dropout not supported'):
+        torch.compile(lambda q: refusing(q, q, q, causal=True, dropout_p=0.1), backend="eager")(q)
+
+
 @pytest.fixture(scope="module")
 def auto():
     catalog = Catalog.load()
