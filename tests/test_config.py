@@ -66,7 +66,7 @@ def test_a_missing_section_and_a_part_without_name_are_reported(catalog):
     del raw["objective"]
     raw["optimizer"] = {"lr": 0.1}
     message = problems(raw, catalog)
-    assert "objective: missing; choose one of: " in message and " clm, " in message
+    assert "objective: missing; choose one of: " in message and ", clm, " in message
     assert "optimizer.name: missing" in message
 
 
