@@ -88,7 +88,6 @@ def test_an_explicitly_named_kernel_refuses_a_call_it_cannot_run_instead_of_chan
         triton_flash(q, q, q, dropout_p=0.1)  # even unchecked, dropout is refused, never ignored
 
 
-
 def test_a_checked_kernel_compiles_into_the_models_graph_and_still_refuses_under_compile():
     # The check runs while torch.compile traces: remembering the call there broke the graph, and the whole forward
     # fell back to eager.
@@ -104,6 +103,7 @@ def test_a_checked_kernel_compiles_into_the_models_graph_and_still_refuses_under
     q = torch.randn(1, 2, 8, 16)
     with pytest.raises(HookformerError, match='"triton_flash" cannot run this call.*dropout not supported'):
         torch.compile(lambda q: refusing(q, q, q, causal=True, dropout_p=0.1), backend="eager")(q)
+
 
 @pytest.fixture(scope="module")
 def auto():
@@ -141,7 +141,6 @@ def test_a_third_party_kernel_joins_auto_selection_by_declaring_a_priority(pip_i
 
         def build(options, ctx):
             from hookformer.plugins.attention.naive import naive_attention
-from hookformer.plugins.attention.sdpa import sdpa_attention
             return naive_attention
         """}, {"fast_kernel": "fast_kernel"})
     script = """
