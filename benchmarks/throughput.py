@@ -16,7 +16,8 @@ happens before the timed steps; the "startup" column is the time to build a mode
 included.
 
 The models are interleaved (round 1: each model in turn; round 2: ...) so that machine noise hits all of them alike;
-the reported tokens/s of a model is the median over rounds. Tokens per step = batch * block.
+the reported tokens/s of a model is the median over rounds, and a ratio of two models is the median over rounds of
+their ratio within the round. Tokens per step = batch * block.
 
     python benchmarks/throughput.py                          # configs A and B, fp32 and bf16
     python benchmarks/throughput.py --config A --dtype bf16 --steps 100 --rounds 5
@@ -222,8 +223,10 @@ def bench(shape: Shape, dtype: str, device: str, steps: int, warmup: int, rounds
 
 
 def ratio(result: dict, a: str, b: str) -> float | None:
+    """Median over rounds of a's tokens/s over b's in the same round: a round's runs are close in time, so a burst of
+    load from other processes moves both, and the ratio is steadier than one of medians."""
     if a in result and b in result:
-        return result[a]["tok_s"] / result[b]["tok_s"]
+        return statistics.median(x / y for x, y in zip(result[a]["rates"], result[b]["rates"]))
     return None
 
 
