@@ -24,7 +24,8 @@ from hookformer.plugins.data.labeled import IGNORE, LabeledOptions, fit_pair
 from hookformer.plugins.data.labeled import build as build_labeled
 from hookformer.plugins.data.stdlib_areas import AREAS, StdlibAreasOptions, area_of
 from hookformer.plugins.data.stdlib_areas import build as build_stdlib_areas
-from hookformer.plugins.objectives.classification import last_token, mean_of_tokens
+from hookformer.plugins.objectives.classification import (Classification, last_token, mean_of_tokens,
+                                                            without_trailing_padding)
 from hookformer.registry.catalog import Catalog
 
 FILLER = "the a of and to in it is was for on with as at by from this that be or".split()
@@ -125,6 +126,70 @@ def test_pooling_reads_real_tokens_only():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
     assert last_token(hidden, mask).flatten().tolist() == [2.0, 5.0]
     assert mean_of_tokens(hidden, mask).flatten().tolist() == [1.0, 4.5]
+
+
+def padded_batch(lengths: list[int], length: int, token_labels: bool = False) -> dict:
+    """Random ids padded (id 0) to ``length``, with the attention mask, segment ids and labels (per token: -100 on
+    padding)."""
+    generator = torch.Generator().manual_seed(0)
+    mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(7, 50, (len(lengths), length), generator=generator) * mask
+    labels = torch.randint(0, 3, ids.shape if token_labels else (len(lengths),), generator=generator)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+            "labels": labels.masked_fill(mask == 0, IGNORE) if token_labels else labels}
+
+
+def test_a_batch_is_cut_after_its_longest_example_to_a_multiple_of_trim_padding():
+    batch = {**padded_batch([5, 9, 3], 32, token_labels=True), "weights": torch.ones(3, 32)}
+    cut = without_trailing_padding(batch, 8)
+    assert {name: tuple(value.shape) for name, value in cut.items()} == {
+        "input_ids": (3, 16), "attention_mask": (3, 16), "token_type_ids": (3, 16), "labels": (3, 16),
+        "weights": (3, 32)}  # a field neither the objective nor the model reads is left as it is
+    assert torch.equal(cut["input_ids"], batch["input_ids"][:, :16])
+    assert without_trailing_padding(batch, 1)["input_ids"].shape == (3, 9)
+    assert without_trailing_padding(padded_batch([0, 0], 32), 8)["input_ids"].shape == (2, 8)
+    sequence_labels = padded_batch([5, 9, 3], 32)
+    assert torch.equal(without_trailing_padding(sequence_labels, 8)["labels"], sequence_labels["labels"])
+    full = padded_batch([30, 2], 32)
+    assert without_trailing_padding(full, 8) is full
+    unmasked = {"input_ids": full["input_ids"], "labels": full["labels"]}
+    assert without_trailing_padding(unmasked, 8) is unmasked
+
+
+@pytest.mark.parametrize("objective,causal,pooling", [
+    ("classification", False, "auto"), ("classification", True, "last"), ("classification", False, "mean"),
+    ("token_classification", False, None)])
+def test_cutting_the_trailing_padding_changes_neither_the_loss_nor_the_gradients(tmp_path, objective, causal,
+                                                                                 pooling):
+    catalog = Catalog.load()
+    ctx = BuildContext(run_dir=tmp_path, catalog=catalog, label_names=["a", "b", "c"])
+    entry = catalog.get("attention", "sdpa")
+    ctx.attention = entry.build(entry.options_model()(), ctx)
+    entry = catalog.get("model", "transformer")
+    ctx.model = model = entry.build(entry.options_model()(n_layer=2, n_head=2, d_model=32, vocab_size=50,
+                                                          max_seq_len=32, causal=causal, pooler=not causal,
+                                                          type_vocab_size=2), ctx)
+    entry = catalog.get("objective", objective)
+    options = {"dropout": 0.0} | ({"pooling": pooling} if pooling else {})
+    trimmed = entry.build(entry.options_model()(**options), ctx)
+    untrimmed = Classification(trimmed.head, trimmed.num_labels, trim_padding=None)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    batch = padded_batch([5, 9, 3], 32, token_labels=objective == "token_classification")
+    results = []
+    for run in (trimmed, untrimmed):
+        model.zero_grad()
+        result = run(model, batch)
+        result.loss_sum.backward()
+        results.append((result, {name: param.grad.clone() for name, param in model.named_parameters()
+                                 if param.grad is not None}))
+    (cut, cut_grads), (full, full_grads) = results
+    assert seen == [16, 32]
+    assert cut.num_items == full.num_items
+    torch.testing.assert_close(cut.loss_sum, full.loss_sum)
+    assert cut_grads.keys() == full_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(cut_grads[name], full_grads[name], msg=name)
 
 
 def test_sentence_pairs_get_segment_ids_zero_then_one_and_the_model_learns_from_them(tmp_path, files):

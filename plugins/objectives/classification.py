@@ -5,6 +5,11 @@ checkpointed with it. ``pooling: auto`` reads the model's ``pooled`` head when i
 first token of a bidirectional encoder (``[cls]``, which sees the whole sequence) and the last real token of a
 decoder (the only position that sees the whole sequence). The number of classes comes from the data part's
 ``label_names``; the batch's ``labels`` (B,) hold class ids.
+
+The model sees each batch without the padding after its longest example (``trim_padding``): the labeled data part
+pads every example to ``max_length``, and short texts (SST-2 at 128: about 15 real tokens) would otherwise spend most
+of the compute on padding. The cut changes no result: those positions are padding in every row, so no real token
+attends to them and nothing scored lies there (token labels on padding are -100).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from hookformer.core.errors import ConfigError
-from hookformer.core.parts import BuildContext, ObjectiveResult, PartOptions, model_inputs
+from hookformer.core.parts import MODEL_INPUTS, BuildContext, ObjectiveResult, PartOptions, model_inputs
 
 IGNORE = -100
 HEAD = "classifier"
+#: Trimmed batches keep a multiple of this many positions: few distinct shapes, each a multiple of a vector width.
+TRIM_PADDING = 8
 
 Pooling = Literal["auto", "pooled", "first", "last", "mean"]
 
@@ -31,6 +38,10 @@ class ClassificationOptions(PartOptions):
         "first = the first token's hidden state; last = the last real token's; mean = the mean over real tokens; "
         "auto = pooled when the model has it, else first for an encoder and last for a decoder")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the pooled vector, before the classifier")
+    trim_padding: int | None = Field(
+        TRIM_PADDING, ge=1, description="cut each batch after its longest example, keeping a multiple of this many "
+        "positions (larger values: fewer distinct shapes, e.g. for torch.compile, which compiles once per shape); "
+        "null: the model sees the batch as the data part padded it")
 
 
 def first_token(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -111,6 +122,25 @@ def label_prior_baseline(train, validation: dict, num_labels: int) -> dict[str, 
             "prior_val_loss": float(-log_prior[scored].mean())}
 
 
+def without_trailing_padding(batch: dict, multiple: int) -> dict:
+    """``batch`` cut after its last position that is a real token in some row, rounded up to a multiple of
+    ``multiple`` (at most the batch's length): the (B, T) fields the objective and the model read (``input_ids``,
+    ``labels``, the model inputs) are cut, the rest is kept as it is. A batch without an attention mask is returned
+    as it is. The length is read on the host: one synchronization per batch on a GPU."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return batch
+    length = mask.shape[1]
+    real_columns = mask.bool().any(dim=0).nonzero()
+    last = int(real_columns[-1]) + 1 if len(real_columns) else 1
+    keep = min(length, -(-last // multiple) * multiple)
+    if keep == length:
+        return batch
+    cut = ("input_ids", "labels", *MODEL_INPUTS)
+    return {name: value[:, :keep] if name in cut and value.dim() == 2 and value.shape[1] == length else value
+            for name, value in batch.items()}
+
+
 def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> ObjectiveResult:
     """Cross-entropy summed over the labels that are not ``IGNORE``, with logits and targets for the metrics."""
     loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
@@ -121,13 +151,17 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> Objectiv
 
 class Classification:
     """Cross-entropy of the head ``head``'s logits against the batch's ``labels`` (shared with token
-    classification, whose head scores every position)."""
+    classification, whose head scores every position), on the batch without its trailing padding (a multiple of
+    ``trim_padding`` positions kept; None: not cut)."""
 
-    def __init__(self, head: str, num_labels: int):
+    def __init__(self, head: str, num_labels: int, trim_padding: int | None = TRIM_PADDING):
         self.head = head
         self.num_labels = num_labels
+        self.trim_padding = trim_padding
 
     def __call__(self, model, batch: dict) -> ObjectiveResult:
+        if self.trim_padding is not None:
+            batch = without_trailing_padding(batch, self.trim_padding)
         logits = model(batch["input_ids"], **model_inputs(batch), heads=[self.head])[self.head]
         return summed_cross_entropy(logits, batch["labels"])
 
@@ -139,4 +173,4 @@ def build(options: ClassificationOptions, ctx: BuildContext) -> Classification:
     num_labels = num_labels_of(ctx, "classification")
     pool = choose_pooling(options.pooling, ctx.model)
     ctx.model.add_head(HEAD, SequenceClassifier(pool, ctx.model.d_model, num_labels, options.dropout))
-    return Classification(HEAD, num_labels)
+    return Classification(HEAD, num_labels, options.trim_padding)
