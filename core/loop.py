@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -104,7 +105,7 @@ def compile_for_training(model, objective, batch: dict, autocast=contextlib.null
     training mode (RNG state restored, gradients dropped) rather than during the first step."""
     compiled = torch.compile(model, dynamic=False, backend=_inductor_deterministic_embedding_backward)
     device = batch["input_ids"].device
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), _without_ci_variable():
         model.train()
         with autocast():
             result = objective(compiled, batch)
@@ -112,6 +113,18 @@ def compile_for_training(model, objective, batch: dict, autocast=contextlib.null
     for param in model.parameters():
         param.grad = None
     return compiled
+
+
+@contextlib.contextmanager
+def _without_ci_variable():
+    """Inductor asserts, while it lowers a graph with the CI variable set (a check meant for PyTorch's own CI), that no
+    op with a decomposition falls back to its eager kernel; keeping the embedding backward is deliberate here."""
+    ci = os.environ.pop("CI", None)
+    try:
+        yield
+    finally:
+        if ci is not None:
+            os.environ["CI"] = ci
 
 
 def _inductor_deterministic_embedding_backward(graph, example_inputs):
