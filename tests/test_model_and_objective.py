@@ -48,6 +48,56 @@ def test_naive_and_sdpa_models_give_the_same_logits(positions):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def padded_batch(seed=0):
+    """Ids, token types and a mask with right padding, left padding and one full row."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 50, (4, 16), generator=generator)
+    types = torch.randint(0, 2, (4, 16), generator=generator)
+    mask = torch.ones(4, 16, dtype=torch.bool)
+    mask[0, 9:] = False
+    mask[1, 3:] = False
+    mask[2, :5] = False
+    return ids, types, mask
+
+
+@pytest.mark.parametrize("attention", [naive_attention, sdpa_attention], ids=["naive", "sdpa"])
+@pytest.mark.parametrize("causal,positions", [(False, "learned"), (True, "sinusoidal")])
+def test_unpadded_model_gives_the_padded_models_hidden_states_on_real_tokens_and_zeros_on_padding(
+        attention, causal, positions):
+    ids, types, mask = padded_batch()
+    unpadded = tiny_model(attention, causal=causal, positions=positions, type_vocab_size=2).eval()
+    padded = tiny_model(attention, causal=causal, positions=positions, type_vocab_size=2, unpad=False).eval()
+    hidden = unpadded(ids, mask, token_type_ids=types, heads=["hidden"])["hidden"]
+    reference = padded(ids, mask, token_type_ids=types, heads=["hidden"])["hidden"]
+    torch.testing.assert_close(hidden[mask], reference[mask], rtol=1e-5, atol=1e-6)
+    assert torch.count_nonzero(hidden[~mask]) == 0
+    assert torch.count_nonzero(reference[~mask]) > 0  # the padded model does compute padding positions
+
+
+def test_unpadded_model_gives_the_padded_models_gradients():
+    ids, types, mask = padded_batch()
+    weights = torch.randn(4, 16, 32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for unpad in (True, False):
+        model = tiny_model(causal=False, type_vocab_size=2, pooler=True, unpad=unpad).eval()
+        out = model(ids, mask, token_type_ids=types, heads=["hidden", "pooled"])
+        # Only real tokens feed the loss, as in every objective; row 2's first token is padding, so no pooled loss.
+        loss = (out["hidden"][mask] * weights[mask]).sum() + out["pooled"][[0, 1, 3]].sum()
+        loss.backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_batch_without_padding_takes_the_ordinary_path_bit_for_bit():
+    ids, types, _ = padded_batch()
+    full = torch.ones_like(ids, dtype=torch.bool)
+    a = tiny_model(causal=False).eval()(ids, full)
+    b = tiny_model(causal=False, unpad=False).eval()(ids, full)
+    assert torch.equal(a, b)
+
+
 def test_clm_loss_is_the_summed_next_token_cross_entropy_over_unpadded_targets():
     model = tiny_model().eval()
     ids = torch.randint(0, 50, (2, 10))

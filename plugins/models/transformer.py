@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
+from hookformer.core.capabilities import documents
 from hookformer.core.errors import ConfigError
 from hookformer.core.parts import PartOptions
 
@@ -30,6 +31,11 @@ class TransformerOptions(PartOptions):
                                  "sentence pairs; 0: none (token_type_ids are then refused)")
     pooler: bool = Field(False, description="add the head \"pooled\": tanh(dense(first token's hidden state)), the "
                          "BERT pooled output that sentence-level heads can read")
+    unpad: bool = Field(True, description="when a batch has padding (an attention_mask with zeros), run the "
+                        "embeddings, norms, projections and MLP on the real tokens only and pad them again just for "
+                        "the attention kernel: the same outputs on real tokens, less work the more padding there is. "
+                        "Padding positions of the hidden states are then zero. Not used while torch.compile traces "
+                        "(its shapes depend on the data)")
     bias: bool = Field(True, description="biases in linear layers and norms")
     norm_eps: float = Field(1e-5, gt=0.0)
 
@@ -38,6 +44,24 @@ class TransformerOptions(PartOptions):
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
         return self
+
+
+class Unpadded:
+    """Where the real tokens of a padded (B, T) batch sit: token-wise layers work on the (N, C) rows ``keep`` selects
+    from the flattened batch, and only attention, which needs the (B, T) layout, sees them padded again."""
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.batch, self.length = attention_mask.shape
+        self.keep = attention_mask.flatten().nonzero().squeeze(1)
+
+    def select(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) -> (N, ...): the real tokens."""
+        return padded.flatten(0, 1).index_select(0, self.keep)
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, ...) -> (B, T, ...), zeros on padding."""
+        padded = rows.new_zeros((self.batch * self.length, *rows.shape[1:])).index_copy(0, self.keep, rows)
+        return padded.view(self.batch, self.length, *rows.shape[1:])
 
 
 class SelfAttention(nn.Module):
@@ -50,14 +74,18 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(opts.d_model, 3 * opts.d_model, bias=opts.bias)
         self.proj = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
 
-    def forward(self, x, key_padding_mask=None, document_ids=None):
-        b, t, c = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+    def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None):
+        qkv = self.qkv(x)
+        if unpadded is not None:
+            qkv = unpadded.pad(qkv)
+        b, t, c3 = qkv.shape
+        c = c3 // 3
+        q, k, v = qkv.view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
         # Only a kernel that declares document masks is handed document_ids (see AttentionKernel).
-        extra = {} if document_ids is None else {"document_ids": document_ids}
         y = self.attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
-                           dropout_p=self.dropout if self.training else 0.0, **extra)
-        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+                           dropout_p=self.dropout if self.training else 0.0, **documents(document_ids))
+        y = y.transpose(1, 2).reshape(b, t, c)
+        return self.proj(y if unpadded is None else unpadded.select(y))
 
 
 class MLP(nn.Module):
@@ -82,8 +110,9 @@ class Block(nn.Module):
         self.mlp = MLP(opts)
         self.drop = nn.Dropout(opts.dropout)
 
-    def forward(self, x, key_padding_mask=None, document_ids=None):
-        x = x + self.drop(self.attn(self.norm1(x), key_padding_mask, document_ids))
+    def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None):
+        """``x``: (B, T, C), or (N, C) real tokens when ``unpadded`` says where they sit."""
+        x = x + self.drop(self.attn(self.norm1(x), key_padding_mask, document_ids, unpadded))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
@@ -117,6 +146,7 @@ class Transformer(nn.Module):
         self.vocab_size = vocab_size
         self.max_seq_len = max_seq_len
         self.d_model = opts.d_model
+        self.causal = opts.causal
         self.tok_emb = nn.Embedding(vocab_size, opts.d_model)
         if opts.type_vocab_size:
             self.type_emb = nn.Embedding(opts.type_vocab_size, opts.d_model)
@@ -156,24 +186,35 @@ class Transformer(nn.Module):
 
     def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None, document_ids=None):
         """(B, T) ids -> (B, T, d_model) after the final norm. ``attention_mask``: (B, T), True/1 on real tokens."""
-        t = input_ids.shape[1]
+        b, t = input_ids.shape
         if t > self.max_seq_len:
             raise ValueError(f"sequence of {t} tokens is longer than the model's max_seq_len {self.max_seq_len}")
+        if token_type_ids is not None and not self.opts.type_vocab_size:
+            raise ValueError("the batch has token_type_ids, but the model has no segment embeddings; set "
+                             "model.type_vocab_size (e.g. 2 for sentence pairs)")
+        key_padding_mask = attention_mask.bool() if attention_mask is not None else None
+        unpadded = None
+        # The all() check costs one device sync; without padding there is nothing to skip.
+        if (key_padding_mask is not None and self.opts.unpad and not torch.compiler.is_compiling()
+                and not bool(key_padding_mask.all())):
+            unpadded = Unpadded(key_padding_mask)
+        positions = torch.arange(t, device=input_ids.device)  # (T,), broadcast over the batch
+        if unpadded is not None:
+            input_ids, positions = unpadded.select(input_ids), unpadded.select(positions.expand(b, t))
+            if token_type_ids is not None:
+                token_type_ids = unpadded.select(token_type_ids)
         x = self.tok_emb(input_ids)
         if token_type_ids is not None:
-            if not self.opts.type_vocab_size:
-                raise ValueError("the batch has token_type_ids, but the model has no segment embeddings; set "
-                                 "model.type_vocab_size (e.g. 2 for sentence pairs)")
             x = x + self.type_emb(token_type_ids)
         if self.opts.positions == "learned":
-            x = x + self.pos_emb(torch.arange(t, device=input_ids.device))
+            x = x + self.pos_emb(positions)
         else:
-            x = x + self.pos_table[:t].to(x.dtype)
+            x = x + self.pos_table[positions].to(x.dtype)
         x = self.drop(x)
-        key_padding_mask = attention_mask.bool() if attention_mask is not None else None
         for block in self.blocks:
-            x = block(x, key_padding_mask, document_ids)
-        return self.norm(x)
+            x = block(x, key_padding_mask, document_ids, unpadded)
+        x = self.norm(x)
+        return x if unpadded is None else unpadded.pad(x)
 
     def forward(self, input_ids, attention_mask=None, *, token_type_ids=None, document_ids=None, heads=None):
         """(B, T) ids -> (B, T, vocab) logits; with ``heads``, a dict of the named heads' outputs."""
