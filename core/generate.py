@@ -34,8 +34,11 @@ def generate(model, ids: list[int], max_new_tokens: int, *, temperature: float =
 
 
 def load_trained(run_dir: Path, config, device: str = "cpu"):
-    """(tokenizer, model) of a run's latest checkpoint, rebuilt from its config without reading the training data."""
+    """(tokenizer, model) of a run's latest checkpoint, rebuilt from its config without reading the training data.
+    Generation needs the backbone and its language-model head only: task heads a fine-tuned run saved (``heads.*``)
+    are not loaded, and an encoder is refused."""
     from hookformer.core import checkpoint
+    from hookformer.core.errors import ConfigError
     from hookformer.core.parts import BuildContext
 
     path = checkpoint.latest(run_dir)
@@ -44,5 +47,9 @@ def load_trained(run_dir: Path, config, device: str = "cpu"):
     ctx.tokenizer = config.parts["tokenizer"].build(ctx)
     ctx.attention = config.parts["attention"].build(ctx)
     model = config.parts["model"].build(ctx).to(device)
-    checkpoint.load_weights(path, model)
+    if not model.causal:
+        raise ConfigError(f"{run_dir} holds an encoder (model.causal: false, objective "
+                          f"{config.parts['objective'].name}): text generation continues a text left to right and "
+                          "needs a decoder. Score the run with `hookformer evaluate` instead.")
+    checkpoint.load_pretrained(path, model)
     return ctx.tokenizer, model.eval()

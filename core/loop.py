@@ -200,7 +200,7 @@ class Run:
         ctx.optimizer = self.optimizer = parts["optimizer"].build(ctx)
         self.scheduler = parts["scheduler"].build(ctx)
         self.metrics = [choice.build(ctx) for choice in self.config.metrics]
-        self.early_stopping = self._early_stopping(probe)
+        self.early_stopping = self._early_stopping(self._probe_metrics(probe))
         self.callbacks = [choice.build(ctx) for choice in self.config.callbacks] if self.world.is_main else []
         if saved is not None:
             self._restore(*saved)
@@ -232,8 +232,23 @@ class Run:
             raise ConfigError("train.freeze_backbone is true, but the model has no task head to train (the objective "
                               "attaches none); use an objective with a head, such as classification.")
 
-    def _early_stopping(self, probe) -> EarlyStopping | None:
-        """The early stopping of ``train.early_stopping``, its metric checked against the values the metrics give
+    def _probe_metrics(self, probe) -> dict[str, float]:
+        """The values the metrics give for the probe's result: a metric that cannot score this objective fails now,
+        and so do two metrics that report the same key (the second would silently overwrite the first)."""
+        values, reported_by = {}, {}
+        for index, (choice, metric) in enumerate(zip(self.config.metrics, self.metrics)):
+            metric.reset()
+            metric.update(probe)
+            for key, value in metric.compute().items():
+                if key in reported_by:
+                    raise ConfigError(f'metrics[{reported_by[key]}] and metrics[{index}] ({choice.name}) both report '
+                                      f'"{key}": keep one of them, or give them options that report different keys.')
+                reported_by[key] = index
+                values[f"val_{key}"] = value
+        return values
+
+    def _early_stopping(self, values: dict[str, float]) -> EarlyStopping | None:
+        """The early stopping of ``train.early_stopping``, its metric checked against the ``values`` the metrics gave
         for the probe's result (so a wrong name fails now, not at the first evaluation)."""
         config = self.train_cfg.early_stopping
         if config is None:
@@ -241,11 +256,6 @@ class Run:
         if self.world.sharded:
             raise ConfigError("train.early_stopping cannot restore the best weights into a model sharded by FSDP2 yet; "
                               "use train.distributed.strategy ddp, or leave early_stopping out.")
-        values = {}
-        for metric in self.metrics:
-            metric.reset()
-            metric.update(probe)
-            values.update({f"val_{key}": value for key, value in metric.compute().items()})
         early_stopping = EarlyStopping(config)
         early_stopping.check(values)
         return early_stopping
@@ -447,6 +457,9 @@ class Run:
     def write_samples(self) -> None:
         cfg = self.train_cfg
         if cfg.sample_tokens == 0:
+            return
+        if not self.model.causal:
+            self.log("no samples: the model is an encoder (model.causal: false), and text generation needs a decoder")
             return
         prompt = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]
         generator = torch.Generator().manual_seed(cfg.seed)

@@ -176,6 +176,9 @@ class Objective(Protocol):
     unigram loss for language modeling, the majority class for classification), given the examples tables (or the
     training stream) of the run. Keys ending in ``_val_loss`` are drawn as baselines in the loss curve.
 
+    Optional: ``loss_unit``, what one of ``num_items`` is, for labels such as the loss curve's axis ("token" when
+    left out; "example", "pair", "sentence"...).
+
     Optional, the shared-forward extension, which lets objectives that are combined (objective ``combined``) train
     from one forward pass:
 
@@ -218,11 +221,13 @@ class Model(Protocol):
 
     ``add_head(name, module)`` attaches a task head: ``module(hidden, attention_mask) -> Tensor``; its parameters
     are named ``heads.<name>.*`` (the engine trains them at ``train.head_lr`` and loads pretrained weights without
-    them). ``d_model`` is the width of the hidden states, ``max_seq_len`` the longest input.
+    them). ``d_model`` is the width of the hidden states, ``max_seq_len`` the longest input, ``causal`` whether a
+    position sees only the positions before it (a decoder: text generation needs one).
     """
 
     d_model: int
     max_seq_len: int
+    causal: bool
 
     def add_head(self, name: str, module) -> None: ...
 

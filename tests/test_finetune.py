@@ -121,6 +121,21 @@ def test_fine_tuning_a_small_model_on_a_separable_task_reaches_far_above_chance(
     assert history[-1]["val_loss"] < 0.5 * history[0]["prior_val_loss"]
 
 
+@pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])
+def test_a_classifier_run_samples_and_generates_only_from_a_decoder(tmp_path, files, causal, capsys):
+    config = finetune_config(files, model={"causal": causal}, tokenizer={"name": "byte"},
+                             train={"max_steps": 4, "eval_every": 4, "checkpoint_every": 4, "sample_tokens": 8})
+    run_dir = train_cli(tmp_path, config)
+    capsys.readouterr()
+    code = main(["generate", str(run_dir), "--prompt", "a", "--tokens", "8", "--greedy"])
+    out, err = capsys.readouterr()
+    if causal:  # the checkpoint's classifier head is left out; the backbone and its LM head continue the prompt
+        assert code == 0 and (run_dir / "samples.txt").is_file() and out.startswith("a")
+    else:
+        assert code == 2 and not (run_dir / "samples.txt").exists()
+        assert "encoder (model.causal: false, objective classification)" in err and "Traceback" not in err
+
+
 def test_pooling_reads_real_tokens_only():
     hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).view(2, 4, 1)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
@@ -210,6 +225,20 @@ def test_sentence_pairs_get_segment_ids_zero_then_one_and_the_model_learns_from_
     before = run.model.type_emb.weight.detach().clone()
     run.train()
     assert not torch.equal(before, run.model.type_emb.weight)  # token_type_ids reached the model
+
+
+def test_sentence_pairs_on_a_model_without_segment_embeddings_exit_2_naming_the_field_and_leave_no_run(
+        tmp_path, files, capsys):
+    pairs = [{"first": r["text"], "second": r["text"], "label": r["label"]} for r in keyword_records(16, 5)]
+    data = {"name": "labeled", "train_files": [str(write_jsonl(tmp_path / "pairs.jsonl", pairs))],
+            "validation_files": [], "text_field": "first", "text_pair_field": "second", "max_length": 40,
+            "cache_dir": str(files["cache"])}
+    config = finetune_config(files, model={"causal": False}, tokenizer={"name": "byte"}, data=data)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path, config)), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "token_type_ids" in err and "model.type_vocab_size" in err and "Traceback" not in err
+    assert not run_dir.exists()
 
 
 def test_a_pair_is_truncated_from_its_longer_text_first():
@@ -453,6 +482,21 @@ def test_integer_labels_keep_their_numeric_order(tmp_path, files):
     source = build_labeled(LabeledOptions(train_files=[path], validation_files=[path], cache_dir=str(files["cache"])),
                            BuildContext(run_dir=tmp_path))
     assert source.label_names == ["1", "2", "10"]
+
+
+def test_f1_averages_report_their_own_keys_and_two_metrics_with_one_key_are_refused_before_training(
+        tmp_path, files, capsys):
+    config = finetune_config(files, model={}, tokenizer={"name": "byte"},
+                             train={"max_steps": 2, "eval_every": 2, "checkpoint_every": 2})
+    config["metrics"] = ["accuracy", {"name": "f1"}, {"name": "f1", "average": "micro"}]
+    last = records(train_cli(tmp_path, config))[-1]
+    assert {"val_f1", "val_f1_micro", "val_precision_micro"} <= last.keys()
+    assert last["val_f1_micro"] == pytest.approx(last["val_accuracy"])
+    config["metrics"] = ["loss", "f1", "accuracy", "f1"]
+    run_dir = tmp_path / "twice"
+    assert main(["train", str(write_config(tmp_path, config)), "--run-dir", str(run_dir)]) == 2
+    assert 'metrics[1] and metrics[3] (f1) both report "f1"' in capsys.readouterr().err
+    assert not run_dir.exists()
 
 
 def test_a_classification_objective_without_labeled_data_is_a_config_error(tmp_path, files):

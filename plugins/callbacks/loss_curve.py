@@ -20,8 +20,9 @@ class LossCurve:
         self.options = options
         self.run_dir = Path(run_dir)
 
-    def plot(self) -> Path | None:
-        """Draw the curves from metrics.jsonl (so a resumed run plots its whole history)."""
+    def plot(self, loss_unit: str = "token") -> Path | None:
+        """Draw the curves from metrics.jsonl (so a resumed run plots its whole history); the loss axis is in nats
+        per ``loss_unit`` (the objective's, see Objective)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -45,7 +46,7 @@ class LossCurve:
         if self.options.log_y:
             ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_ylabel("loss (nats per token)")
+        ax.set_ylabel(f"loss (nats per {loss_unit})")
         ax.set_title(f"hookformer run: {self.run_dir.name}")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -58,12 +59,16 @@ class LossCurve:
         return path
 
     def on_eval_end(self, run, record) -> None:
-        self.plot()
+        self.plot(loss_unit(run))
 
     def on_run_end(self, run) -> None:
-        path = self.plot()
+        path = self.plot(loss_unit(run))
         if path is not None:
             run.log(f"loss curve: {path}")
+
+
+def loss_unit(run) -> str:
+    return getattr(run.objective, "loss_unit", "token")
 
 
 def build(options: LossCurveOptions, ctx) -> LossCurve:

@@ -30,8 +30,10 @@ from hookformer.plugins.metrics.scored import flat, precision_recall_f1
 
 class F1Options(PartOptions):
     average: Literal["macro", "micro", "weighted"] = Field(
-        "macro", description="macro: mean over the classes seen in targets or predictions; micro: from summed "
-                             "counts (equals accuracy); weighted: mean weighted by each class's target count")
+        "macro", description="macro: mean over the classes seen in targets or predictions, reported as f1, "
+                             "precision, recall; micro: from summed counts (equals accuracy), reported as f1_micro, "
+                             "precision_micro, recall_micro; weighted: mean weighted by each class's target count, "
+                             "reported as f1_weighted, ...")
 
 
 class F1:
@@ -53,7 +55,7 @@ class F1:
 
     def compute(self) -> dict[str, float]:
         if self.counts is None or not self.counts.any():  # nothing scored
-            return {"f1": 0.0, "precision": 0.0, "recall": 0.0}
+            return self._named(0.0, 0.0, 0.0)
         tp, predicted, actual = self.counts.cpu()
         if self.average == "micro":
             precision, recall, f1 = precision_recall_f1(tp.sum(), predicted.sum(), actual.sum())
@@ -65,7 +67,13 @@ class F1:
             else:
                 weights = actual.double() / actual.sum()
                 precision, recall, f1 = ((values * weights).sum() for values in per_class)
-        return {"f1": float(f1), "precision": float(precision), "recall": float(recall)}
+        return self._named(float(f1), float(precision), float(recall))
+
+    def _named(self, f1: float, precision: float, recall: float) -> dict[str, float]:
+        """macro: ``f1``, ``precision``, ``recall``; the other averages add their name (``f1_micro``...), so one run
+        can report several."""
+        suffix = "" if self.average == "macro" else f"_{self.average}"
+        return {f"f1{suffix}": f1, f"precision{suffix}": precision, f"recall{suffix}": recall}
 
 
 def build(options: F1Options, ctx) -> F1:

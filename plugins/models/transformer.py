@@ -188,10 +188,10 @@ class Transformer(nn.Module):
         """(B, T) ids -> (B, T, d_model) after the final norm. ``attention_mask``: (B, T), True/1 on real tokens."""
         b, t = input_ids.shape
         if t > self.max_seq_len:
-            raise ValueError(f"sequence of {t} tokens is longer than the model's max_seq_len {self.max_seq_len}")
+            raise ConfigError(f"a sequence of {t} tokens is longer than model.max_seq_len ({self.max_seq_len})")
         if token_type_ids is not None and not self.opts.type_vocab_size:
-            raise ValueError("the batch has token_type_ids, but the model has no segment embeddings; set "
-                             "model.type_vocab_size (e.g. 2 for sentence pairs)")
+            raise ConfigError("the batch has token_type_ids (sentence pairs), but the model has no segment "
+                              "embeddings: set model.type_vocab_size: 2 (--set model.type_vocab_size=2)")
         key_padding_mask = attention_mask.bool() if attention_mask is not None else None
         unpadded = None
         # The all() check costs one device sync; without padding there is nothing to skip.

@@ -154,6 +154,8 @@ class Classification:
     classification, whose head scores every position), on the batch without its trailing padding (a multiple of
     ``trim_padding`` positions kept; None: not cut)."""
 
+    loss_unit = "example"
+
     def __init__(self, head: str, num_labels: int, trim_padding: int | None = TRIM_PADDING):
         self.head = head
         self.num_labels = num_labels

@@ -134,6 +134,8 @@ class CombinedResult(ObjectiveResult):
 
 
 class Combined:
+    loss_unit = "example"  # num_items is the batch size (see the module docstring)
+
     def __init__(self, parts: list[tuple[str, float, Any]]):
         self.parts = parts  # (name, weight, built objective), in config order
 

@@ -41,6 +41,8 @@ class SentenceOrder:
     """Cross-entropy of the original position at every sentence start; one item per sentence. Implements the
     shared-forward extension."""
 
+    loss_unit = "sentence"
+
     heads = ("sentence_order",)
 
     def __init__(self, max_sentences: int):

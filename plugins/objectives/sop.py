@@ -44,6 +44,8 @@ class PairClassifier(nn.Module):
 class SentencePair:
     """Cross-entropy of the pair classifier; one item per example. Implements the shared-forward extension."""
 
+    loss_unit = "pair"
+
     def __init__(self, task: Task):
         self.task = task
         self.heads = (task,)
