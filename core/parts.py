@@ -155,6 +155,8 @@ class ObjectiveResult:
     ``loss_sum`` is the loss summed over ``num_items`` items (tokens, sequences, ...), never a mean: the engine divides
     the accumulated gradient by the total item count, so gradient accumulation equals one large batch exactly.
     ``logits`` and ``targets`` (with ignored positions set to ``ignore_index``) are given to the metrics.
+    A result made of parts (objective ``combined``) may also carry ``parts``, ``{name: ObjectiveResult}``; the
+    ``loss`` metric then reports each part's mean loss too, as ``loss_<name>``.
     """
 
     loss_sum: Any  # scalar tensor

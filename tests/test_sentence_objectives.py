@@ -222,6 +222,25 @@ def test_combined_loss_is_the_weighted_sum_of_its_parts_from_one_forward_pass(co
     assert alone[second].num_items == (6 if labels is None else int((labels != -100).sum()))
 
 
+def test_the_loss_metric_reports_each_combined_parts_mean_loss_over_the_evaluation(corpus, catalog):
+    data = sentence_source(corpus, task="sop")
+    rows = data.prepare(TOKENIZER)["train"]
+    micro_batches = [table_rows(rows, slice(0, 3)), table_rows(rows, slice(3, 8))]
+    model = encoder().eval()
+    objective = combined(model, catalog, data, [{"name": "mlm", "weight": 2.0}, {"name": "sop", "weight": 0.5}])
+    metric = catalog.get("metric", "loss").build(None, BuildContext(run_dir="."))
+    with torch.no_grad():  # as evaluate() scores
+        results = [objective(model, batch) for batch in micro_batches]
+    for result in results:
+        metric.update(result)
+    values = metric.compute()
+    for key, parts in [("loss", results), ("loss_mlm", [r.parts["mlm"] for r in results]),
+                       ("loss_sop", [r.parts["sop"] for r in results])]:
+        expected = sum(float(p.loss_sum) for p in parts) / sum(p.num_items for p in parts)
+        assert values[key] == pytest.approx(expected)
+    assert values.keys() == {"loss", "loss_mlm", "loss_sop"}
+
+
 def test_accumulated_combined_gradient_averages_each_micro_batchs_weighted_means(corpus, catalog):
     data = sentence_source(corpus, task="sop")
     rows = data.prepare(TOKENIZER)["train"]

@@ -1,4 +1,5 @@
-"""Mean loss per item over the evaluation set."""
+"""Mean loss per item over the evaluation set; for a result made of parts (objective ``combined``), each part's mean
+loss too, as ``loss_<part>``."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ class MeanLoss:
     name = "loss"
 
     def reset(self) -> None:
-        self.loss_sum = 0.0
-        self.items = 0
+        self.sums: dict[str, list] = {}  # key -> [loss_sum, items]
 
     def update(self, result) -> None:
-        self.loss_sum += float(result.loss_sum)
-        self.items += result.num_items
+        self._add("loss", result)
+        for part, part_result in (getattr(result, "parts", None) or {}).items():
+            self._add(f"loss_{part}", part_result)
+
+    def _add(self, key: str, result) -> None:
+        total = self.sums.setdefault(key, [0.0, 0])
+        total[0] += float(result.loss_sum)
+        total[1] += result.num_items
 
     def mean(self) -> float:
-        return self.loss_sum / max(1, self.items)
+        loss_sum, items = self.sums.get("loss", (0.0, 0))
+        return loss_sum / max(1, items)
 
     def compute(self) -> dict[str, float]:
-        return {"loss": self.mean()}
+        return {key: loss_sum / max(1, items) for key, (loss_sum, items) in self.sums.items()} or {"loss": 0.0}
 
 
 def build(options, ctx) -> MeanLoss:
