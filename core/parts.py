@@ -223,11 +223,13 @@ class Model(Protocol):
 
     ``add_head(name, module)`` attaches a task head: ``module(hidden, attention_mask) -> Tensor``; its parameters
     are named ``heads.<name>.*`` (the engine trains them at ``train.head_lr`` and loads pretrained weights without
-    them). ``d_model`` is the width of the hidden states, ``max_seq_len`` the longest input, ``causal`` whether a
+    them). ``d_model`` is the width of the hidden states, ``vocab_size`` the ids the language-model head scores,
+    ``max_seq_len`` the longest input, ``causal`` whether a
     position sees only the positions before it (a decoder: text generation needs one).
     """
 
     d_model: int
+    vocab_size: int
     max_seq_len: int
     causal: bool
 

@@ -66,5 +66,10 @@ def _scored(table: dict, labels_field: str) -> dict:
     return {"input_ids": labels.clamp(min=0), "attention_mask": labels != IGNORE}
 
 
+def vocabulary(ctx) -> int:
+    """The ids the unigram baseline counts: the tokenizer's, or the model's when a run is assembled without one."""
+    return ctx.tokenizer.vocab_size if ctx.tokenizer is not None else ctx.model.vocab_size
+
+
 def build(options: CLMOptions, ctx) -> CausalLM:
-    return CausalLM(options, ctx.tokenizer.vocab_size)
+    return CausalLM(options, vocabulary(ctx))

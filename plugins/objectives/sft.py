@@ -7,8 +7,8 @@ response but is never a target and gets no gradient of its own.
 
 from __future__ import annotations
 
-from hookformer.plugins.objectives.clm import CausalLM, CLMOptions
+from hookformer.plugins.objectives.clm import CausalLM, CLMOptions, vocabulary
 
 
 def build(options: CLMOptions, ctx) -> CausalLM:
-    return CausalLM(options, ctx.tokenizer.vocab_size, labels_field="labels")
+    return CausalLM(options, vocabulary(ctx), labels_field="labels")
