@@ -59,6 +59,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import count, fmt_ratio, ratio  # noqa: E402  (the same parameter count and ratio of rounds)
+
 LR, BETAS, EPS, WEIGHT_DECAY, CLIP = 2e-5, (0.9, 0.999), 1e-8, 0.01, 1.0
 SST2 = Path("shared") / "data" / "sst2" / "train.tsv"
 
@@ -86,10 +89,6 @@ CONFIGS = {
     "S": Shape("S", n_layer=4, n_head=4, d_model=256, seq=128, batch=32, vocab=8000, rounds=9, warmup=2),
     "M": Shape("M", n_layer=6, n_head=8, d_model=512, seq=128, batch=16, vocab=8000, rounds=5, warmup=2),
 }
-
-
-def count(model) -> int:
-    return sum(p.numel() for p in model.parameters())  # tied parameters once
 
 
 # -- the batches -------------------------------------------------------------------------------------------------------
@@ -282,18 +281,6 @@ def bench(shape: Shape, batches: list[dict], vocab: int, dropout: float, compile
     torch._dynamo.reset()  # each model instance counts towards torch.compile's recompilation limit otherwise
     gc.collect()
     return result
-
-
-def ratio(result: dict, a: str, b: str) -> float | None:
-    """How many times faster ``a`` is than ``b``: the median of the per-round ratios (in a round, every contender
-    trains on the same batch, and the batches' lengths differ)."""
-    if a in result and b in result:
-        return statistics.median(x / y for x, y in zip(result[a]["rates"], result[b]["rates"]))
-    return None
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
 
 
 RATIOS = [("hookformer", "HF BERT", "eager"), ("hookformer padded", "HF BERT", "eager, unpad off"),

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import CONFIGS, Shape, build_hf, build_reference, hf_available  # noqa: E402
+from throughput import CONFIGS, Shape, autocast_factory, build_hf, build_reference, hf_available  # noqa: E402
 
 
 def floor_step(shape: Shape):
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         batch = {"input_ids": torch.randint(0, shape.vocab, (shape.batch, shape.block))}
         contenders = {"floor": floor_step(shape)}
         for label, build in [("reference", build_reference)] + ([("HF GPT2", build_hf)] if hf_available() else []):
-            _, step = build(shape, "cpu", lambda: torch.autocast("cpu", enabled=False), False, batch)
+            _, step = build(shape, "cpu", autocast_factory("cpu", "fp32"), False, batch)
             contenders[label] = lambda step=step: step(batch)
         repeats = max(1, shape.steps // 2)
         for fn in contenders.values():  # warmup

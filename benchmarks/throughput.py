@@ -223,8 +223,8 @@ def bench(shape: Shape, dtype: str, device: str, steps: int, warmup: int, rounds
 
 
 def ratio(result: dict, a: str, b: str) -> float | None:
-    """Median over rounds of a's tokens/s over b's in the same round: a round's runs are close in time, so a burst of
-    load from other processes moves both, and the ratio is steadier than one of medians."""
+    """Median over rounds of a's rate (tokens/s, examples/s) over b's in the same round: a round's runs are close in
+    time, so a burst of load from other processes moves both, and the ratio is steadier than one of medians."""
     if a in result and b in result:
         return statistics.median(x / y for x, y in zip(result[a]["rates"], result[b]["rates"]))
     return None

@@ -39,7 +39,7 @@ def load_trained(run_dir: Path, config, device: str = "cpu"):
     are not loaded, and an encoder is refused."""
     from hookformer.core import checkpoint
     from hookformer.core.errors import ConfigError
-    from hookformer.core.parts import BuildContext
+    from hookformer.core.parts import BuildContext, is_decoder
 
     path = checkpoint.latest(run_dir)
     ctx = BuildContext(run_dir=Path(run_dir), catalog=config.catalog, device=device, seed=config.train.seed,
@@ -47,7 +47,7 @@ def load_trained(run_dir: Path, config, device: str = "cpu"):
     ctx.tokenizer = config.parts["tokenizer"].build(ctx)
     ctx.attention = config.parts["attention"].build(ctx)
     model = config.parts["model"].build(ctx).to(device)
-    if not model.causal:
+    if not is_decoder(model):
         raise ConfigError(f"{run_dir} holds an encoder (model.causal: false, objective "
                           f"{config.parts['objective'].name}): text generation continues a text left to right and "
                           "needs a decoder. Score the run with `hookformer evaluate` instead.")

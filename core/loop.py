@@ -25,6 +25,7 @@ from hookformer.core.distributed import World
 from hookformer.core.evaluate import build_model, evaluate
 from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
 from hookformer.core.generate import generate
+from hookformer.core.parts import is_decoder
 from hookformer.core.prepare import build_context, prepare_data
 from hookformer.core.sampler import TableStream, as_table, table_rows
 
@@ -458,7 +459,7 @@ class Run:
         cfg = self.train_cfg
         if cfg.sample_tokens == 0:
             return
-        if not self.model.causal:
+        if not is_decoder(self.model):
             self.log("no samples: the model is an encoder (model.causal: false), and text generation needs a decoder")
             return
         prompt = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]

@@ -223,17 +223,22 @@ class Model(Protocol):
 
     ``add_head(name, module)`` attaches a task head: ``module(hidden, attention_mask) -> Tensor``; its parameters
     are named ``heads.<name>.*`` (the engine trains them at ``train.head_lr`` and loads pretrained weights without
-    them). ``d_model`` is the width of the hidden states, ``vocab_size`` the ids the language-model head scores,
-    ``max_seq_len`` the longest input, ``causal`` whether a
-    position sees only the positions before it (a decoder: text generation needs one).
+    them). ``d_model`` is the width of the hidden states, ``max_seq_len`` the longest input.
+
+    Optional (older models keep working without them): ``vocab_size``, the ids the language-model head scores (read
+    when a run has no tokenizer); ``causal``, whether a position sees only the positions before it (true when left
+    out; text generation and the end-of-run samples need a decoder), see :func:`is_decoder`.
     """
 
     d_model: int
-    vocab_size: int
     max_seq_len: int
-    causal: bool
 
     def add_head(self, name: str, module) -> None: ...
+
+
+def is_decoder(model) -> bool:
+    """Whether ``model`` generates text left to right (``Model.causal``, true when the model does not say)."""
+    return getattr(model, "causal", True)
 
 
 class Metric(Protocol):
