@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set data.num_proc=2")
     data.add_argument("--examples", type=_count, default=3, metavar="N",
-                      help="examples of removed text to show per cleaning step (default 3)")
+                      help="examples of removed text to show per cleaning step (default 3; the report keeps as many "
+                           "as the data part does, e.g. data.report_examples)")
     data.add_argument("--run-dir", type=Path, help="keep the trained tokenizer, config.yaml and data_report.json in "
                       "this new or empty folder (default: a temporary folder, removed at the end; the data caches "
                       "are kept either way)")
@@ -271,9 +272,6 @@ def cmd_data(args) -> int:
     from hookformer.core import config as run_config
 
     config = run_config.validate(run_config.compose(args.config, args.overrides), _catalog(args))
-    data_options = config.parts["data"].options
-    if "report_examples" in type(data_options).model_fields:  # a third-party source may keep no examples
-        data_options.report_examples = args.examples
     keep = args.run_dir
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise ConfigError(f"--run-dir {keep} already exists and is not empty; choose a new folder, or leave "
@@ -285,14 +283,17 @@ def cmd_data(args) -> int:
 
     import yaml
 
-    from hookformer.core.checkpoint import write_atomically  # heavy imports (torch, datasets) once the config is valid
-    from hookformer.core.prepare import build_context, format_report, prepare_data
+    from hookformer.core.assemble import Assembly  # heavy imports (torch, datasets) once the config is valid
+    from hookformer.core.checkpoint import write_atomically
+    from hookformer.core.prepare import format_report
 
     created = keep is not None and not keep.exists()
     with tempfile.TemporaryDirectory(prefix="hookformer-data-") as scratch:
         run_dir = keep or Path(scratch)
         try:
-            report = prepare_data(config, build_context(config, run_dir)).data.report
+            assembly = Assembly(config, run_dir)
+            assembly.prepare_data()
+            report = assembly.data().report
         except HookformerError:
             if created:  # as with train: a failed start leaves nothing behind
                 shutil.rmtree(run_dir, ignore_errors=True)

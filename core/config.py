@@ -32,7 +32,9 @@ PART_SECTIONS = {
     "data": "data",
 }
 #: Config sections that hold a list of parts.
-LIST_SECTIONS = {"metrics": "metric", "callbacks": "callback", "cleaning": "cleaner"}
+LIST_SECTIONS = {"hooks": "hook", "metrics": "metric", "cleaning": "cleaner"}
+#: Old names of sections, read as the new ones (run directories saved before the rename keep working).
+RENAMED_SECTIONS = {"callbacks": "hooks"}
 SECTIONS = (*PART_SECTIONS, *LIST_SECTIONS, "train")
 #: The sections a fine-tuning run takes from the pretrained run it starts from (train.init_from), as defaults that its
 #: own config and ``--set`` override: together they decide the shapes of the pretrained weights.
@@ -124,7 +126,7 @@ class PartChoice:
 class RunConfig:
     parts: dict[str, PartChoice]
     metrics: list[PartChoice]
-    callbacks: list[PartChoice]
+    hooks: list[PartChoice]
     train: TrainConfig
     catalog: Any = None
     cleaning: list[PartChoice] = field(default_factory=list)
@@ -133,7 +135,7 @@ class RunConfig:
         """The resolved config, every default filled in: what ``config.yaml`` in the run directory holds."""
         out: dict[str, Any] = {section: choice.dump() for section, choice in self.parts.items()}
         out["metrics"] = [choice.dump() for choice in self.metrics]
-        out["callbacks"] = [choice.dump() for choice in self.callbacks]
+        out["hooks"] = [choice.dump() for choice in self.hooks]
         out["cleaning"] = [choice.dump() for choice in self.cleaning]
         out["train"] = self.train.model_dump(mode="json")
         return out
@@ -241,15 +243,10 @@ def pretrained_run_dir(init_from: str | Path) -> Path:
 
 
 def pretrained_sections(run_dir: Path) -> dict:
-    """The :data:`PRETRAINED_SECTIONS` of a run's saved config. A model whose ``max_seq_len`` followed its data's
-    block size gets that size, so the fine-tuning model has the pretrained position table whatever its data."""
+    """The :data:`PRETRAINED_SECTIONS` of a run's saved config. (The sizes the pretrained weights were built for
+    come from its checkpoint's manifest: see :class:`hookformer.core.parts.Shapes`.)"""
     saved = read_yaml(run_dir / "config.yaml")
-    sections = {name: saved[name] for name in PRETRAINED_SECTIONS if isinstance(saved.get(name), dict)}
-    model, data = sections.get("model"), saved.get("data")
-    follows_data = model is not None and "max_seq_len" in model and model["max_seq_len"] is None
-    if follows_data and isinstance(data, dict) and data.get("block_size"):
-        sections["model"] = {**model, "max_seq_len": data["block_size"]}
-    return sections
+    return {name: saved[name] for name in PRETRAINED_SECTIONS if isinstance(saved.get(name), dict)}
 
 
 def _error_lines(prefix: str, exc: ValidationError) -> list[str]:
@@ -263,6 +260,28 @@ def _error_lines(prefix: str, exc: ValidationError) -> list[str]:
             msg += f" (got {err['input']!r})"
         lines.append(f"{loc}: {msg}")
     return lines
+
+
+def catalog_of(context: dict | None, field: str):
+    """The run's catalog, from the validation context that the engine gives every options model
+    (``model_validate(..., context={"catalog": catalog})``). An options model that names nested parts (e.g. objective
+    ``combined``) resolves them in it, so that they honour ``-p`` / ``--no-autoload`` like the run's own parts."""
+    catalog = (context or {}).get("catalog")
+    if catalog is None:
+        raise ConfigError(f"{field}: names other parts, so it must be validated with the run's catalog: "
+                          f'model_validate(..., context={{"catalog": catalog}}).')
+    return catalog
+
+
+def resolve_part(section: str, stage: str, value: Any, catalog) -> PartChoice:
+    """The part ``value`` (a name, or a mapping with ``name`` and options) of ``stage`` resolved in ``catalog`` with
+    validated options; a ConfigError naming ``section`` otherwise. Used for every section of a run, and for nested
+    parts (:meth:`hookformer.core.parts.BuildContext.build`)."""
+    errors: list[str] = []
+    choice = _resolve_part(section, stage, value, catalog, errors)
+    if choice is None:
+        raise ConfigError("invalid config: " + "; ".join(e.rstrip(".") for e in errors) + ".")
+    return choice
 
 
 def _resolve_part(section: str, stage: str, value: Any, catalog, errors: list[str]) -> PartChoice | None:
@@ -295,7 +314,13 @@ def _resolve_part(section: str, stage: str, value: Any, catalog, errors: list[st
 
 
 def validate(raw: dict, catalog) -> RunConfig:
-    """Resolve and validate a raw config against the catalog; raise one ConfigError listing every problem."""
+    """Resolve and validate a raw config against the catalog; raise one ConfigError listing every problem.
+    Every loaded plugin's ``hookformer_configure`` sees (and may adjust) the raw config first."""
+    raw = copy.deepcopy(raw)
+    for old, new in RENAMED_SECTIONS.items():
+        if old in raw:
+            raw[new] = raw.pop(old)
+    catalog.configure(raw)
     errors: list[str] = []
     for key in raw:
         if key not in SECTIONS:
@@ -326,4 +351,4 @@ def validate(raw: dict, catalog) -> RunConfig:
     if errors:
         count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
         raise ConfigError(f"invalid config ({count}): " + "; ".join(e.rstrip(".") for e in errors) + ".")
-    return RunConfig(parts, lists["metrics"], lists["callbacks"], train, catalog, cleaning=lists["cleaning"])
+    return RunConfig(parts, lists["metrics"], lists["hooks"], train, catalog, cleaning=lists["cleaning"])

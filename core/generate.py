@@ -38,18 +38,16 @@ def load_trained(run_dir: Path, config, device: str = "cpu"):
     Generation needs the backbone and its language-model head only: task heads a fine-tuned run saved (``heads.*``)
     are not loaded, and an encoder is refused."""
     from hookformer.core import checkpoint
+    from hookformer.core.assemble import Assembly
     from hookformer.core.errors import ConfigError
-    from hookformer.core.parts import BuildContext, is_decoder
+    from hookformer.core.parts import is_decoder
 
     path = checkpoint.latest(run_dir)
-    ctx = BuildContext(run_dir=Path(run_dir), catalog=config.catalog, device=device, seed=config.train.seed,
-                       train=config.train, block_size=checkpoint.manifest(path).get("block_size"))
-    ctx.tokenizer = config.parts["tokenizer"].build(ctx)
-    ctx.attention = config.parts["attention"].build(ctx)
-    model = config.parts["model"].build(ctx).to(device)
+    assembly = Assembly(config, run_dir, device=device, checkpoint=path)
+    tokenizer, model = assembly.tokenizer(), assembly.model()
     if not is_decoder(model):
-        raise ConfigError(f"{run_dir} holds an encoder (model.causal: false, objective "
-                          f"{config.parts['objective'].name}): text generation continues a text left to right and "
+        raise ConfigError(f"{run_dir} holds an encoder (its model part {config.parts['model'].name} is not causal; "
+                          f"objective {config.parts['objective'].name}): text generation continues a text left to right and "
                           "needs a decoder. Score the run with `hookformer evaluate` instead.")
     checkpoint.load_pretrained(path, model)
-    return ctx.tokenizer, model.eval()
+    return tokenizer, model.eval()

@@ -22,11 +22,12 @@ from tqdm import tqdm
 from hookformer.core import checkpoint
 from hookformer.core.config import EarlyStoppingConfig, RunConfig, pretrained_run_dir
 from hookformer.core.distributed import World
-from hookformer.core.evaluate import build_model, evaluate
+from hookformer.core.assemble import Assembly
+from hookformer.core.evaluate import evaluate
 from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
 from hookformer.core.generate import generate
-from hookformer.core.parts import is_decoder
-from hookformer.core.prepare import build_context, prepare_data
+from hookformer.core.objective import compute
+from hookformer.core.parts import RunView, Shapes, is_decoder
 from hookformer.core.sampler import TableStream, as_table, table_rows
 
 
@@ -51,7 +52,7 @@ def accumulate_gradients(model, objective, batches: list[dict], autocast=context
     for i, batch in enumerate(batches):
         with world.no_sync(model) if i < len(batches) - 1 else contextlib.nullcontext():
             with autocast():
-                result = objective(model, batch)
+                result = compute(objective, model, batch)
             result.loss_sum.backward()
         loss_sum += float(result.loss_sum.detach())
         items += result.num_items
@@ -109,7 +110,7 @@ def compile_for_training(model, objective, batch: dict, autocast=contextlib.null
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), _without_ci_variable():
         model.train()
         with autocast():
-            result = objective(compiled, batch)
+            result = compute(objective, compiled, batch)
         result.loss_sum.backward()
     for param in model.parameters():
         param.grad = None
@@ -142,9 +143,10 @@ def _inductor_deterministic_embedding_backward(graph, example_inputs):
 
 class Run:
     """One training run in ``run_dir``. ``Run(config, run_dir).train()``; pass ``resume=True`` to continue from the
-    run's latest checkpoint. Callbacks (the config's plus any appended to ``self.callbacks``) observe it.
+    run's latest checkpoint. Its parts come from one :class:`~hookformer.core.assemble.Assembly`; the run's hook parts
+    (``hooks:``) receive its events, and ``run.assembly.register(obj)`` adds another object implementing run hooks.
 
-    Under torchrun every rank builds a Run with its ``world``; files, logs, the progress bar and callbacks are rank
+    Under torchrun every rank builds a Run with its ``world``; files, logs, the progress bar and run events are rank
     0's, and every rank takes part in training, evaluation and sampling (an FSDP2 forward needs all of them)."""
 
     def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, world: World = World()):
@@ -155,37 +157,45 @@ class Run:
         self.world = world
         self.device = resolve_device(self.train_cfg.device)
         self.step = 0
-        self.callbacks: list = []
         self._bar = None
         self._setup()
 
     # -- assembly ---------------------------------------------------------------------------------------------
     def _setup(self) -> None:
-        cfg, parts = self.train_cfg, self.config.parts
+        cfg = self.train_cfg
         self.world.check_same("resolved config", self.config.dump())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        ctx = self.ctx = build_context(self.config, self.run_dir, self.device)
-        if cfg.init_from is not None and not self.resume:  # a resumed run has its own tokenizer and weights
-            ctx.init_from = pretrained_run_dir(cfg.init_from)
+        # The checkpoint whose shapes the model is rebuilt with: the run's own on resume (it has its own tokenizer
+        # and weights), the pretrained one when fine-tuning.
+        init_from = pretrained = None
+        if self.resume:
+            source = checkpoint.latest(self.run_dir)
+        elif cfg.init_from is not None:
+            init_from = pretrained_run_dir(cfg.init_from)
+            pretrained = Path(cfg.init_from)
+            source = pretrained if (pretrained / checkpoint.MANIFEST).is_file() else checkpoint.latest(pretrained)
+        else:
+            source = None
+        assembly = self.assembly = Assembly(self.config, self.run_dir, device=self.device, world=self.world,
+                                            init_from=init_from, checkpoint=source)
         self.log("preparing data")
-        prepared = prepare_data(self.config, ctx, self.world)
-        self.data, self.tokenizer, splits = prepared.data, prepared.tokenizer, prepared.blocks
-        ctx.label_names = getattr(self.data, "label_names", None)
+        splits = assembly.prepare_data()
+        self.data, self.tokenizer = assembly.data(), assembly.tokenizer()
         # A table is drawn from in seeded order; a streaming source hands over its own resumable stream.
         train = splits["train"]
         self.train_table = None if hasattr(train, "next_batch") else as_table(train)
         self.train_stream = train if self.train_table is None else TableStream(self.train_table, cfg.seed)
         self.val_table = as_table(splits["validation"])
-        self.model, self.objective = build_model(self.config, ctx)  # the objective attaches its task heads
-        if ctx.init_from is not None:
-            self._load_pretrained(Path(cfg.init_from))
+        self.model, self.objective = assembly.model(), assembly.objective()  # the objective attaches its task heads
+        if pretrained is not None:
+            self._load_pretrained(source)
         if cfg.freeze_backbone:
             self._freeze_backbone()
         probe = self._probe_model()
         # Full weights are loaded before FSDP2 shards them; the rest of the state once the optimizer exists.
-        saved = self._load_checkpoint() if self.resume else None
+        saved = (source, checkpoint.load(source, self.model)) if self.resume else None
         self.train_model = self.world.wrap(self.model, self.device)
         if cfg.compile:
             # Wrapped first, then compiled: Dynamo splits the graph at DDP's gradient buckets (so that their
@@ -198,11 +208,9 @@ class Run:
                                                     self._batch(table_rows(self.val_table, [0] * cfg.batch_size)),
                                                     self._autocast)
             self.log(f"compiled the model in {time.perf_counter() - began:.1f} s")
-        ctx.optimizer = self.optimizer = parts["optimizer"].build(ctx)
-        self.scheduler = parts["scheduler"].build(ctx)
-        self.metrics = [choice.build(ctx) for choice in self.config.metrics]
+        self.optimizer, self.scheduler = assembly.optimizer(), assembly.scheduler()
+        self.metrics = assembly.metrics()
         self.early_stopping = self._early_stopping(self._probe_metrics(probe))
-        self.callbacks = [choice.build(ctx) for choice in self.config.callbacks] if self.world.is_main else []
         if saved is not None:
             self._restore(*saved)
         # Written only once everything is assembled (and restored), so a failed start leaves an existing run as it
@@ -212,9 +220,8 @@ class Run:
                                         yaml.safe_dump(self.config.dump(), sort_keys=False))
             checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
 
-    def _load_pretrained(self, path: Path) -> None:
-        """Fine-tuning: the pretrained weights (``path`` is a checkpoint, or a run's latest), heads excepted."""
-        source = path if (path / checkpoint.MANIFEST).is_file() else checkpoint.latest(path)
+    def _load_pretrained(self, source: Path) -> None:
+        """Fine-tuning: the pretrained checkpoint's weights, heads excepted."""
         fresh, unused = checkpoint.load_pretrained(source, self.model)
         notes = [f"initialized from {source}"]
         if fresh:
@@ -268,7 +275,7 @@ class Run:
         devices = [torch.device(self.device).index or 0] if self.device == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             self.model.train()
-            return self.objective(self.model, self._batch(table_rows(self.val_table, slice(0, 1))))
+            return compute(self.objective, self.model, self._batch(table_rows(self.val_table, slice(0, 1))))
 
     def _trainer_state(self) -> dict:
         return {
@@ -281,10 +288,6 @@ class Run:
             "python_rng": random.getstate(),
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
         }
-
-    def _load_checkpoint(self) -> tuple[Path, dict]:
-        path = checkpoint.latest(self.run_dir)
-        return path, checkpoint.load(path, self.model)
 
     def _restore(self, path: Path, state: dict) -> None:
         try:
@@ -317,11 +320,15 @@ class Run:
             return
         (self._bar.write if self._bar is not None else print)(message, file=sys.stderr)
 
-    def _emit(self, event: str, *args) -> None:
-        for callback in self.callbacks:
-            handler = getattr(callback, event, None)
-            if handler is not None:
-                handler(self, *args)
+    def view(self) -> RunView:
+        """The read-only view of the run that run events receive."""
+        return RunView(step=self.step, config=self.config.dump(), run_dir=self.run_dir, model=self.model,
+                       loss_unit=getattr(self.objective, "loss_unit", "token"), log=self.log)
+
+    def _emit(self, event: str, **arguments) -> None:
+        """Run event ``event`` for the run's hook parts, on the rank that writes the run's files."""
+        if self.world.is_main:
+            self.assembly.emit(event, run=self.view(), **arguments)
 
     def _record(self, record: dict) -> None:
         if not self.world.is_main:
@@ -383,8 +390,9 @@ class Run:
         path = None
         if self.world.is_main:
             path = checkpoint.save(self.run_dir, self.step, weights, state, self.train_cfg.keep_checkpoints,
-                                   meta={"block_size": self.data.block_size}, best=best)
-            self._emit("on_checkpoint_saved", path)
+                                   meta={"shapes": Shapes(self.model.vocab_size, self.model.max_seq_len).to_dict()},
+                                   best=best)
+            self._emit("checkpoint_saved", path=path)
         self.world.barrier()  # no rank runs ahead of a checkpoint that is not on disk yet
         return path
 
@@ -398,7 +406,7 @@ class Run:
         self.log(f"model: {n_params / 1e6:.2f}M parameters; data: {train_size} train / "
                  f"{len(self.val_table['input_ids'])} validation examples of {self.data.block_size} tokens; device "
                  f"{self.device}" + "".join(f"; baseline {k} {v:.3f}" for k, v in baselines.items()))
-        self._emit("on_run_start")
+        self._emit("run_start")
         last_eval: dict = {}
         self._bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.world.is_main),
                          unit="step", dynamic_ncols=True, file=sys.stderr,
@@ -418,7 +426,7 @@ class Run:
                               "grad_norm": self.last_grad_norm, "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
                     self._record(record)
                     self._bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
-                    self._emit("on_step_end", record)
+                    self._emit("step_end", record=record)
                     window_start, window_tokens = time.perf_counter(), 0
                 best = False
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
@@ -426,7 +434,7 @@ class Run:
                     self._record(last_eval)
                     self.log("step {step}: ".format(**last_eval) + ", ".join(
                         f"{k} {v:.4f}" for k, v in last_eval.items() if k != "step"))
-                    self._emit("on_eval_end", last_eval)
+                    self._emit("eval_end", record=last_eval)
                     best = self.early_stopping is not None and self.early_stopping.update(last_eval)
                 if (best or self._stopped_early() or self.step % cfg.checkpoint_every == 0
                         or self.step == cfg.max_steps):
@@ -437,8 +445,9 @@ class Run:
         if self.early_stopping is not None:
             last_eval = self._restore_best()
         self.write_samples()
-        self._emit("on_run_end")
-        return {"step": self.step, **baselines, **last_eval}
+        summary = {"step": self.step, **baselines, **last_eval}
+        self._emit("run_end", summary=summary)
+        return summary
 
     def _stopped_early(self) -> bool:
         return self.early_stopping is not None and self.early_stopping.should_stop

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,7 +24,7 @@ STAGES = (
     "metric",
     "data",
     "cleaner",
-    "callback",
+    "hook",
 )
 
 
@@ -77,26 +77,61 @@ class PartSpec:
         return resolve(self.factory)(options, ctx)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Shapes:
+    """The sizes that decide a model's weight shapes, negotiated by the engine and stored in every checkpoint's
+    manifest, so that a run is rebuilt with the same shapes whatever data it is later given.
+
+    ``vocab_size``: the ids the language-model head scores (the tokenizer's ``vocab_size`` in a new run).
+    ``max_seq_len``: the longest input (the data's ``block_size`` in a new run). When the run starts from a checkpoint
+    (resume, ``train.init_from``, ``evaluate``, ``generate``) both come from that checkpoint's manifest. A model part
+    takes them unless its own options fix them, and declares what it got as ``Model.vocab_size`` / ``max_seq_len``.
+    """
+
+    vocab_size: int | None = None
+    max_seq_len: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"vocab_size": self.vocab_size, "max_seq_len": self.max_seq_len}
+
+
+@dataclass(frozen=True)
 class BuildContext:
-    """What a factory may use to build its part. Fields are filled in stage order as the run is assembled:
-    data -> tokenizer -> attention -> model -> objective -> optimizer -> scheduler -> metrics -> callbacks."""
+    """What a factory may use to build its part: read-only, given by the engine (:class:`hookformer.core.assemble.
+    Assembly`). The parts of the stages a part depends on are built before it, in this order: hooks -> cleaning
+    steps -> data -> tokenizer -> attention -> model -> objective -> optimizer -> scheduler -> metrics. A field of a
+    stage that this run does not build is None (``generate`` builds no data: a tokenizer then reloads its saved files
+    from ``run_dir`` or ``init_from``).
+
+    ``build(stage, value, section)`` builds a nested part (a part whose options name other parts, like objective
+    ``combined``) the way the engine builds every part: resolved in the run's catalog, validated, and passed through
+    the build wrappers of the run's hook parts.
+    """
 
     run_dir: Path
-    catalog: Any = None  # the registry Catalog the run was composed from
     device: str = "cpu"
     seed: int = 0
     train: Any = None  # the validated ``train`` section (TrainConfig)
-    init_from: Path | None = None  # the pretrained run a fine-tuning run starts from; parts may reuse its files
-    cleaners: list = field(default_factory=list)  # the built ``cleaning`` chain, in config order
+    total_steps: int | None = None
+    init_from: Path | None = None  # the checkpoint a fine-tuning run starts from; parts may reuse its run's files
+    cleaners: tuple = ()  # the built ``cleaning`` steps, in config order (see hookformer.core.cleaning)
     data: "DataSource | None" = None
     tokenizer: "Tokenizer | None" = None
-    label_names: list[str] | None = None  # class names of labeled data (index = label id), from the data part
-    block_size: int | None = None
+    label_names: tuple[str, ...] | None = None  # class names of labeled data (index = label id), from the data part
+    shapes: Shapes = Shapes()
     attention: "AttentionKernel | None" = None
     model: Any = None  # torch.nn.Module
+    param_groups: tuple = ()  # the optimizer's parameter groups, see :func:`hookformer.core.params.param_groups`
     optimizer: Any = None  # torch.optim.Optimizer
-    total_steps: int | None = None
+    catalog: Any = None  # the run's registry Catalog: ``catalog.names(stage)``, ``catalog.get(stage, name)``
+    builder: Any = field(default=None, repr=False)  # see ``build``
+
+    def build(self, stage: str, value: Any, section: str) -> Any:
+        """The part ``value`` (a part name, or a mapping with ``name`` and options) of ``stage``, built in this
+        context; ``section`` names it in errors and for build wrappers (e.g. ``objective.objectives.0``)."""
+        if self.builder is None:
+            raise RuntimeError("this BuildContext was made by hand, without an engine to build nested parts")
+        return self.builder(stage, value, section, self)
 
 
 @dataclass(frozen=True)
@@ -192,10 +227,14 @@ class Objective(Protocol):
     - ``score(outputs, batch) -> ObjectiveResult``: the result from ``outputs``, the dict of one forward pass over
       the transformed batch with at least ``heads`` (``model(input_ids, **model_inputs(batch), heads=...)``).
 
-    With it, ``objective(model, batch)`` is ``score(model(transform(batch), heads), transform(batch))``
-    (``hookformer.plugins.objectives.forward.run``). Combined, the transforms apply in order to one batch, the model
-    runs once for every head asked for, and each part scores the outputs; an objective without the extension still
-    combines, with a forward pass of its own.
+    The engine runs every objective through :func:`hookformer.core.objective.compute`: an objective with the
+    extension needs no ``__call__`` (``score(model(transform(batch), heads), transform(batch))``), one without it is
+    called as ``objective(model, batch)``. Combined, the transforms apply in order to one batch, the model runs once
+    for every head asked for, and each part scores the outputs; an objective without the extension still combines,
+    with a forward pass of its own.
+
+    Optional: ``label_smoothing`` or any other training-only change belongs in ``score`` under ``model.training``
+    (``batch`` carries no flag; the engine evaluates in eval mode).
     """
 
     def __call__(self, model, batch: dict) -> ObjectiveResult: ...
@@ -223,14 +262,16 @@ class Model(Protocol):
 
     ``add_head(name, module)`` attaches a task head: ``module(hidden, attention_mask) -> Tensor``; its parameters
     are named ``heads.<name>.*`` (the engine trains them at ``train.head_lr`` and loads pretrained weights without
-    them). ``d_model`` is the width of the hidden states, ``max_seq_len`` the longest input.
+    them). ``d_model`` is the width of the hidden states; ``vocab_size`` and ``max_seq_len`` the shapes it was built
+    for (see :class:`Shapes`: the engine stores them in every checkpoint's manifest and refuses data whose sequences
+    are longer than ``max_seq_len``).
 
-    Optional (older models keep working without them): ``vocab_size``, the ids the language-model head scores (read
-    when a run has no tokenizer); ``causal``, whether a position sees only the positions before it (true when left
-    out; text generation and the end-of-run samples need a decoder), see :func:`is_decoder`.
+    Optional (older models keep working without it): ``causal``, whether a position sees only the positions before
+    it (true when left out; text generation and the end-of-run samples need a decoder), see :func:`is_decoder`.
     """
 
     d_model: int
+    vocab_size: int
     max_seq_len: int
 
     def add_head(self, name: str, module) -> None: ...
@@ -276,6 +317,10 @@ class DataSource(Protocol):
     adds ``attention_mask``, ``labels`` and other fields its objective reads.
     ``report`` is a dict of what was read, replaced and dropped (it is written to the run directory).
     Optional: ``label_names``, the class names of labeled data (index = label id), given to metrics and heads.
+
+    Optional: ``applies_cleaning = True`` declares that the source passes its documents through the run's cleaning
+    steps (``ctx.cleaners``, with :class:`hookformer.core.cleaning.CleaningChain`). The engine refuses a non-empty
+    ``cleaning:`` section for a source that does not declare it, instead of training on uncleaned text.
     """
 
     block_size: int
@@ -305,10 +350,56 @@ class Cleaner(Protocol):
     def fingerprint(self) -> str: ...
 
 
-class Callback(Protocol):
-    """Stage ``callback``: observes the run. Every method is optional; define the ones you need.
+class Optimizer(Protocol):
+    """Stage ``optimizer``: a ``torch.optim.Optimizer`` over ``ctx.param_groups``.
 
-    ``on_run_start(run)``, ``on_step_end(run, record)``, ``on_eval_end(run, record)``,
-    ``on_checkpoint_saved(run, path)``, ``on_run_end(run)``. ``run`` is the :class:`hookformer.core.loop.Run`;
-    ``record`` the dict written to ``metrics.jsonl``.
+    The engine builds the parameter groups (:func:`hookformer.core.params.param_groups`): trainable parameters
+    only, each once, split into groups with ``"decay": True`` (weights of linear layers) and ``False`` (norms,
+    biases, embeddings), and, with ``train.head_lr``, the task heads' groups with their own ``"lr"``. A factory
+    gives each group its weight decay (:func:`hookformer.core.params.with_weight_decay`) and passes the groups to
+    the optimizer. The engine checks the built optimizer: every trainable parameter once, and the heads' learning
+    rate when ``train.head_lr`` is set. ``step()``, ``zero_grad()``, ``state_dict()`` / ``load_state_dict()`` (saved
+    in every checkpoint) as in torch.
     """
+
+    param_groups: list[dict]
+
+    def step(self) -> None: ...
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Scheduler(Protocol):
+    """Stage ``scheduler``: the learning rate over the run, built over ``ctx.optimizer`` for ``ctx.total_steps``
+    optimizer steps. ``step()`` is called once after every optimizer step; ``get_last_lr()`` gives each group's
+    current rate (the first is logged as ``lr``); ``state_dict()`` / ``load_state_dict()`` are saved in every
+    checkpoint. A ``torch.optim.lr_scheduler.LRScheduler`` (e.g. ``LambdaLR``) follows it."""
+
+    def step(self) -> None: ...
+
+    def get_last_lr(self) -> list[float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a run event (see hookformer.core.hookspecs) is given about the run: read-only values of the moment.
+
+    ``step``: optimizer steps taken; ``config``: the resolved config as plain data (what ``config.yaml`` holds; a
+    copy); ``run_dir``: the run directory; ``model``: the model being trained (the plain module, not a distributed
+    or compiled wrapper); ``loss_unit``: what the objective's loss is averaged over (see Objective); ``log``: print a
+    line to the run's log (above the progress bar)."""
+
+    step: int
+    config: dict
+    run_dir: Path
+    model: Any
+    loss_unit: str
+    log: Callable[[str], None]

@@ -1,53 +1,10 @@
-"""The data stages of a run, on their own: cleaning steps -> data source (read, clean, split) -> tokenizer (trained on
-the training split unless it has a model) -> tokenized and packed blocks.
-
-A training run calls :func:`prepare_data` before it builds the model; ``hookformer data`` calls it alone and prints
-:func:`format_report`. Both go through the same code, so what ``hookformer data`` shows is what training gets, and
-its caches (cleaned documents, token streams) are the ones training reuses.
+"""The data report (``data_report.json``: what the data stages read, cleaned, dropped, tokenized and packed) as
+text, for ``hookformer data``. The data stages themselves are built by :class:`hookformer.core.assemble.Assembly`
+(``prepare_data``), the same way for training, evaluation and ``hookformer data``, so what ``hookformer data`` shows
+is what training gets, and its caches (cleaned documents, token streams) are the ones training reuses.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
-
-from hookformer.core.config import RunConfig
-from hookformer.core.distributed import World
-from hookformer.core.parts import BuildContext, DataSource, Tokenizer
-
-
-@dataclass
-class PreparedData:
-    """What the data stages built: the data source (with its ``report``), the tokenizer, and the prepared splits
-    ``{"train": ..., "validation": ...}`` (examples tables, or a stream for training: see DataSource.prepare)."""
-
-    data: DataSource
-    tokenizer: Tokenizer
-    blocks: dict
-
-
-def build_context(config: RunConfig, run_dir: Path, device: str = "cpu") -> BuildContext:
-    """The context parts of ``config`` are built in, for a run in ``run_dir`` (where the tokenizer is saved)."""
-    cfg = config.train
-    return BuildContext(run_dir=Path(run_dir), catalog=config.catalog, device=device, seed=cfg.seed, train=cfg,
-                        total_steps=cfg.max_steps)
-
-
-def prepare_data(config: RunConfig, ctx: BuildContext, world: World = World()) -> PreparedData:
-    """Build the cleaning steps, the data source and the tokenizer of ``config`` into ``ctx`` (``ctx.cleaners``,
-    ``ctx.data``, ``ctx.block_size``, ``ctx.tokenizer``), then tokenize and pack both splits.
-
-    Under torchrun rank 0 goes first: it writes the data caches and trains the tokenizer, then the other ranks load
-    them.
-    """
-    parts = config.parts
-    ctx.cleaners = [choice.build(ctx) for choice in config.cleaning]
-    with world.main_first():
-        ctx.data = parts["data"].build(ctx)
-        ctx.block_size = ctx.data.block_size
-        ctx.tokenizer = parts["tokenizer"].build(ctx)
-        blocks = ctx.data.prepare(ctx.tokenizer)
-    return PreparedData(ctx.data, ctx.tokenizer, blocks)
 
 
 def format_report(report: dict, examples: int = 3, width: int = 100) -> str:

@@ -6,7 +6,7 @@ import difflib
 import logging
 from dataclasses import dataclass
 
-from hookformer.core.errors import PluginError
+from hookformer.core.errors import HookformerError, PluginError
 from hookformer.core.parts import STAGES, PartSpec, resolve
 from hookformer.registry.discovery import PluginOrigin, load_plugins
 
@@ -49,8 +49,9 @@ class CatalogEntry:
 class Catalog:
     """Every registered part, by stage and name."""
 
-    def __init__(self, entries: dict[str, dict[str, CatalogEntry]]):
+    def __init__(self, entries: dict[str, dict[str, CatalogEntry]], configure_hooks: list | None = None):
         self._entries = entries
+        self._configure_hooks = configure_hooks or []  # (origin, hook implementation) of hookformer_configure
 
     @classmethod
     def load(cls, disabled=None, enabled=None, autoload=None) -> "Catalog":
@@ -69,7 +70,21 @@ class Catalog:
                         f"{origin.describe()} returned {spec!r} from hookformer_parts(); expected PartSpec objects"
                     )
                 cls._add(entries[spec.stage], CatalogEntry(spec, origin))
-        return cls(entries)
+        configure = [(origins[impl.plugin_name], impl) for impl in manager.hook.hookformer_configure.get_hookimpls()]
+        return cls(entries, configure)
+
+    def configure(self, raw: dict) -> None:
+        """Call every loaded plugin's ``hookformer_configure(raw)`` (see the hook spec), in load order. A
+        ConfigError it raises is the user's to fix; any other exception is the plugin's, reported with its origin."""
+        for origin, impl in reversed(self._configure_hooks):  # pluggy keeps the last registered first
+            try:
+                impl.function(**{name: raw for name in impl.argnames})
+            except HookformerError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"{origin.describe()} failed in hookformer_configure(): {type(exc).__name__}: "
+                                  f"{exc}. Fix or uninstall {origin.distribution}, or skip it with "
+                                  f"-p no:{origin.entry_point}.") from exc
 
     @staticmethod
     def _add(stage_entries: dict[str, CatalogEntry], entry: CatalogEntry) -> None:

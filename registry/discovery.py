@@ -117,5 +117,20 @@ def load_plugins(
                 f"{origin.describe()} has a hook implementation that does not match the plugin API: {detail}. "
                 f"Hook arguments must be a subset of the spec's arguments (see hookformer.core.hookspecs)."
             ) from None
+        _check_distribution_hooks(manager, plugin, origin)
         origins[name] = origin
     return manager, origins
+
+
+def _check_distribution_hooks(manager: pluggy.PluginManager, plugin: object, origin: PluginOrigin) -> None:
+    """Run hooks (build wrappers, run events) of an entry-point plugin would act on every run without the run's config
+    saying so; they belong to a hook part that a run lists in its ``hooks:`` section."""
+    stray = sorted(caller.name for caller in manager.get_hookcallers(plugin) or ()
+                   if caller.name not in hookspecs.DISTRIBUTION_HOOKS)
+    if stray:
+        manager.unregister(plugin)
+        raise PluginError(
+            f"{origin.describe()} implements {', '.join(stray)} at the entry point itself. An entry-point plugin "
+            f"implements only {' and '.join(hookspecs.DISTRIBUTION_HOOKS)}; move the run hooks into a hook part "
+            f'(PartSpec("hook", NAME, ...)) whose built object implements them, and list it in a run\'s hooks: section.'
+        )

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from hookformer.core.loop import accumulate_gradients
-from hookformer.core.parts import BuildContext
+from hookformer.core.params import param_groups, with_weight_decay
+from hookformer.core.parts import BuildContext, Shapes
 from hookformer.plugins.attention.naive import naive_attention
 from hookformer.plugins.attention.sdpa import sdpa_attention
 from hookformer.plugins.models.transformer import Transformer, TransformerOptions
 from hookformer.plugins.objectives.clm import CausalLM, CLMOptions
-from hookformer.plugins.optimizers.param_groups import decay_groups
 
 
 def tiny_model(attention=sdpa_attention, seed=0, **overrides):
@@ -131,33 +131,19 @@ def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8():
         torch.testing.assert_close(grads_acc[name], grads_big[name], rtol=1e-5, atol=1e-7)
 
 
-def test_weight_decay_applies_to_linear_weights_only():
+def test_engine_parameter_groups_decay_linear_weights_only():
     model = tiny_model()
-    decay, no_decay = decay_groups(model, 0.1, decay_norms_biases_embeddings=False)
+    groups = with_weight_decay(param_groups(model), 0.1)
+    decay, no_decay = (next(g for g in groups if g["decay"] is flag) for flag in (True, False))
     decayed = {id(p) for p in decay["params"]}
     names = {n for n, p in model.named_parameters() if id(p) in decayed}
     assert names and all(n.endswith(("qkv.weight", "proj.weight", "fc.weight")) for n in names)
-    assert id(model.tok_emb.weight) not in decayed and no_decay["weight_decay"] == 0.0
+    assert id(model.tok_emb.weight) not in decayed and no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
 
 
-def test_model_build_takes_vocabulary_and_length_from_the_run():
+def test_model_build_takes_vocabulary_and_length_from_the_negotiated_shapes():
     from hookformer.plugins.models.transformer import build
-    from hookformer.plugins.tokenizers.byte import ByteTokenizerOptions
-    from hookformer.plugins.tokenizers.byte import build as build_tokenizer
 
-    tokenizer = build_tokenizer(ByteTokenizerOptions(), BuildContext(run_dir="."))
     model = build(TransformerOptions(n_layer=1, d_model=16, n_head=2), BuildContext(
-        run_dir=".", tokenizer=tokenizer, block_size=24, attention=sdpa_attention))
-    assert model.tok_emb.num_embeddings == tokenizer.vocab_size == 263 and model.max_seq_len == 24
-
-
-def test_model_build_refuses_a_vocabulary_smaller_than_the_tokenizers():
-    from hookformer.core.errors import ConfigError
-    from hookformer.plugins.models.transformer import build
-    from hookformer.plugins.tokenizers.byte import ByteTokenizerOptions
-    from hookformer.plugins.tokenizers.byte import build as build_tokenizer
-
-    tokenizer = build_tokenizer(ByteTokenizerOptions(), BuildContext(run_dir="."))
-    with pytest.raises(ConfigError, match="smaller than the tokenizer's vocabulary"):
-        build(TransformerOptions(n_layer=1, d_model=16, n_head=2, vocab_size=100), BuildContext(
-            run_dir=".", tokenizer=tokenizer, block_size=24, attention=sdpa_attention))
+        run_dir=".", shapes=Shapes(vocab_size=263, max_seq_len=24), attention=sdpa_attention))
+    assert model.tok_emb.num_embeddings == model.vocab_size == 263 and model.max_seq_len == 24

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from hookformer.core.cli import main
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
+from hookformer.core.hookspecs import hookimpl
 from hookformer.core.loop import Run
 from hookformer.core.parts import BuildContext
 from hookformer.core.sampler import TableStream
@@ -315,7 +315,8 @@ class CrashAtStep:
     def __init__(self, step: int):
         self.step = step
 
-    def on_step_end(self, run, record):
+    @hookimpl
+    def hookformer_step_end(self, record):
         if record["step"] == self.step:
             raise RuntimeError("simulated crash")
 
@@ -335,7 +336,7 @@ def test_a_resumed_run_reproduces_the_uninterrupted_losses_with_document_masks(t
     path.write_text(yaml.safe_dump(config))
     assert main(["train", str(path), "--run-dir", str(tmp_path / "full")]) == 0
     crashed = Run(validate(compose(path, []), Catalog.load()), tmp_path / "crashed")
-    crashed.callbacks.append(CrashAtStep(6))
+    crashed.assembly.register(CrashAtStep(6))
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
     assert main(["train", "--resume", str(tmp_path / "crashed")]) == 0

@@ -2,13 +2,13 @@
 
 import json
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 import yaml
-from pydoc_data.topics import topics
-
 from hookformer.core.cli import main
 from hookformer.core.config import compose, validate
+from hookformer.core.hookspecs import hookimpl
 from hookformer.core.loop import Run
 from hookformer.registry.catalog import Catalog
 
@@ -73,7 +73,8 @@ class CrashAtStep:
     def __init__(self, step):
         self.step = step
 
-    def on_step_end(self, run, record):
+    @hookimpl
+    def hookformer_step_end(self, record):
         if record["step"] == self.step:
             raise RuntimeError("simulated crash")
 
@@ -84,7 +85,7 @@ def test_a_resumed_run_reproduces_the_uninterrupted_losses_exactly(tmp_path, cor
 
     config = validate(compose(config_path, []), Catalog.load())
     crashed = Run(config, tmp_path / "crashed")
-    crashed.callbacks.append(CrashAtStep(6))
+    crashed.assembly.register(CrashAtStep(6))
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
     assert main(["train", "--resume", str(tmp_path / "crashed")]) == 0
@@ -201,7 +202,7 @@ def test_a_compiled_run_trains_like_the_eager_one_resumes_exactly_and_saves_plai
 
     config = validate(compose(config_path, ["model.dropout=0"]), Catalog.load())
     crashed = Run(config, tmp_path / "crashed")
-    crashed.callbacks.append(CrashAtStep(6))
+    crashed.assembly.register(CrashAtStep(6))
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
     assert main(["train", "--resume", str(tmp_path / "crashed")]) == 0

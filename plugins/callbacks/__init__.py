@@ -1,4 +1,4 @@
-"""Built-in callbacks."""
+"""Built-in hook parts: objects that implement run hooks (see hookformer.core.hookspecs), listed in ``hooks:``."""
 
 from hookformer.core.hookspecs import hookimpl
 from hookformer.core.parts import PartSpec
@@ -9,6 +9,7 @@ _HERE = __name__
 @hookimpl
 def hookformer_parts():
     return [
-        PartSpec("callback", "loss_curve", "plots training and validation loss to loss.png in the run directory",
-                 factory=f"{_HERE}.loss_curve:build", options=f"{_HERE}.loss_curve:LossCurveOptions"),
+        PartSpec("hook", "loss_curve", "plots training and validation loss to loss.png in the run directory, after "
+                 "every evaluation and at the end", factory=f"{_HERE}.loss_curve:build",
+                 options=f"{_HERE}.loss_curve:LossCurveOptions"),
     ]

@@ -1,4 +1,5 @@
-"""Plot training and validation loss to a PNG in the run directory, after every evaluation and at the end."""
+"""Hook part ``loss_curve``: plot training and validation loss to a PNG in the run directory, after every evaluation
+and at the end of the run (run events ``hookformer_eval_end`` and ``hookformer_run_end``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from hookformer.core.parts import PartOptions
+from hookformer.core.hookspecs import hookimpl
+from hookformer.core.parts import PartOptions, RunView
 
 
 class LossCurveOptions(PartOptions):
@@ -58,17 +60,15 @@ class LossCurve:
         tmp.replace(path)
         return path
 
-    def on_eval_end(self, run, record) -> None:
-        self.plot(loss_unit(run))
+    @hookimpl
+    def hookformer_eval_end(self, run: RunView) -> None:
+        self.plot(run.loss_unit)
 
-    def on_run_end(self, run) -> None:
-        path = self.plot(loss_unit(run))
+    @hookimpl
+    def hookformer_run_end(self, run: RunView) -> None:
+        path = self.plot(run.loss_unit)
         if path is not None:
             run.log(f"loss curve: {path}")
-
-
-def loss_unit(run) -> str:
-    return getattr(run.objective, "loss_unit", "token")
 
 
 def build(options: LossCurveOptions, ctx) -> LossCurve:

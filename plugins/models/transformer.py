@@ -233,14 +233,10 @@ class Transformer(nn.Module):
 
 
 def build(options: TransformerOptions, ctx) -> Transformer:
-    vocab_size = options.vocab_size or (ctx.tokenizer.vocab_size if ctx.tokenizer is not None else None)
-    max_seq_len = options.max_seq_len or ctx.block_size
+    """The transformer for the run's negotiated shapes (``ctx.shapes``), unless the options fix them."""
+    vocab_size = options.vocab_size or ctx.shapes.vocab_size
+    max_seq_len = options.max_seq_len or ctx.shapes.max_seq_len
     if vocab_size is None or max_seq_len is None:
         raise ConfigError("model: vocab_size and max_seq_len must be set when the run has no tokenizer or data "
-                          "block size to take them from.")
-    if ctx.tokenizer is not None and vocab_size < ctx.tokenizer.vocab_size:
-        raise ConfigError(f"model.vocab_size ({vocab_size}) is smaller than the tokenizer's vocabulary "
-                          f"({ctx.tokenizer.vocab_size}); leave it null to use the tokenizer's size.")
-    if ctx.block_size is not None and max_seq_len < ctx.block_size:
-        raise ConfigError(f"model.max_seq_len ({max_seq_len}) is shorter than data.block_size ({ctx.block_size}).")
+                          "to take them from.")
     return Transformer(options, ctx.attention, vocab_size, max_seq_len)

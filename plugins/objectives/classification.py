@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from hookformer.core.errors import ConfigError
-from hookformer.core.parts import MODEL_INPUTS, BuildContext, ObjectiveResult, PartOptions, model_inputs
+from hookformer.core.parts import MODEL_INPUTS, BuildContext, ObjectiveResult, PartOptions, is_decoder, model_inputs
 
 IGNORE = -100
 HEAD = "classifier"
@@ -90,8 +90,7 @@ def choose_pooling(pooling: Pooling, model) -> Callable:
     """The pooling function for ``model`` (see ClassificationOptions.pooling)."""
     heads = getattr(model, "heads", {})
     if pooling == "auto":
-        causal = getattr(getattr(model, "opts", None), "causal", True)
-        pooling = "pooled" if "pooled" in heads else "last" if causal else "first"
+        pooling = "pooled" if "pooled" in heads else "last" if is_decoder(model) else "first"
     if pooling == "pooled":
         if "pooled" not in heads:
             raise ConfigError('objective.pooling is pooled, but the model has no "pooled" head: set model.pooler: '

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from hookformer.core.parts import ObjectiveResult, PartOptions
-from hookformer.plugins.objectives import forward
+from hookformer.core.objective import batch_field
 from hookformer.plugins.objectives.baselines import unigram_val_loss
 
 IGNORE = -100
@@ -32,8 +32,6 @@ class CausalLM:
         self.vocab_size = vocab_size
         self.labels_field = labels_field
 
-    def __call__(self, model, batch: dict) -> ObjectiveResult:
-        return forward.run(self, model, batch)
 
     def score(self, outputs: dict, batch: dict) -> ObjectiveResult:
         logits = outputs["lm"][:, :-1]
@@ -49,7 +47,7 @@ class CausalLM:
     def _labels(self, batch: dict):
         if self.labels_field is None:
             return batch["input_ids"]
-        return forward.batch_field(batch, self.labels_field, "sft", "use data.name: prompt_response, or a data "
+        return batch_field(batch, self.labels_field, "sft", "use data.name: prompt_response, or a data "
                                    "part that marks the tokens to learn in labels")
 
     def baseline(self, train, validation: dict) -> dict[str, float]:

@@ -36,9 +36,10 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from hookformer.core.config import catalog_of
 from hookformer.core.errors import PluginError
 from hookformer.core.parts import ObjectiveResult, PartOptions
-from hookformer.plugins.objectives import forward
+from hookformer.core.objective import model_outputs, shares_forward, transform
 
 
 class WeightedObjective(PartOptions):
@@ -67,7 +68,7 @@ class CombinedOptions(PartOptions):
         collecting every problem with its path (the config validator sees only this model)."""
         if not isinstance(value, list):
             return value  # pydantic reports the type
-        catalog = catalog_of(info.context)
+        catalog = catalog_of(info.context, "objective.objectives")
         errors: list[InitErrorDetails] = []
         resolved, names = [], set()
         for i, item in enumerate(value):
@@ -102,14 +103,6 @@ class CombinedOptions(PartOptions):
         return resolved
 
 
-def catalog_of(context: dict | None):
-    """The catalog in the validation context (``{"catalog": ...}``), else the one of the installed plugins."""
-    catalog = (context or {}).get("catalog")
-    if catalog is None:
-        from hookformer.registry.catalog import Catalog
-
-        catalog = Catalog.load()
-    return catalog
 
 
 def _error(error: PydanticCustomError, loc: tuple, value: Any) -> InitErrorDetails:
@@ -140,13 +133,13 @@ class Combined:
         self.parts = parts  # (name, weight, built objective), in config order
 
     def __call__(self, model, batch: dict) -> CombinedResult:
-        shared = [(name, objective) for name, _, objective in self.parts if forward.shares_forward(objective)]
+        shared = [(name, objective) for name, _, objective in self.parts if shares_forward(objective)]
         results = {}
         if shared:
             corrupted = batch
             for _, objective in shared:
-                corrupted = forward.transform(objective, corrupted, model.training)
-            outputs = forward.model_outputs(model, corrupted, [head for _, o in shared for head in o.heads])
+                corrupted = transform(objective, corrupted, model.training)
+            outputs = model_outputs(model, corrupted, [head for _, o in shared for head in o.heads])
             results = {name: objective.score(outputs, corrupted) for name, objective in shared}
         results = {name: results[name] if name in results else objective(model, batch)
                    for name, _, objective in self.parts}
@@ -173,10 +166,6 @@ class Combined:
 
 
 def build(options: CombinedOptions, ctx) -> Combined:
-    catalog = catalog_of({"catalog": ctx.catalog})
-    parts = []
-    for part in options.objectives:
-        entry = catalog.get("objective", part.name)
-        part_options = entry.options_model().model_validate(part.options, context={"catalog": catalog})
-        parts.append((part.name, part.weight, entry.build(part_options, ctx)))
-    return Combined(parts)
+    return Combined([(part.name, part.weight, ctx.build("objective", {"name": part.name, **part.options},
+                                                        f"objective.objectives.{i}"))
+                     for i, part in enumerate(options.objectives)])

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from hookformer.core.parts import ObjectiveResult, PartOptions
-from hookformer.plugins.objectives import forward
 from hookformer.plugins.objectives.baselines import unigram_val_loss
 
 IGNORE = -100
@@ -65,8 +64,6 @@ class MaskedLM:
         inputs = torch.where(to_random, random_ids, inputs)
         return inputs, input_ids.masked_fill(~selected, IGNORE)
 
-    def __call__(self, model, batch: dict) -> ObjectiveResult:
-        return forward.run(self, model, batch)
 
     def transform(self, batch: dict, training: bool) -> dict:
         """The batch with masked ``input_ids`` and the targets in ``mlm_targets``."""

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from hookformer.core.errors import ConfigError
 from hookformer.core.parts import ObjectiveResult, PartOptions
-from hookformer.plugins.objectives import forward
+from hookformer.core.objective import batch_field
 from hookformer.plugins.objectives.baselines import label_prior
 
 IGNORE = -100
@@ -48,11 +48,9 @@ class SentenceOrder:
     def __init__(self, max_sentences: int):
         self.max_sentences = max_sentences
 
-    def __call__(self, model, batch: dict) -> ObjectiveResult:
-        return forward.run(self, model, batch)
 
     def score(self, outputs: dict, batch: dict) -> ObjectiveResult:
-        labels = forward.batch_field(batch, LABELS, "sentence_order",
+        labels = batch_field(batch, LABELS, "sentence_order",
                                      "use data.name: sentences with task: permutation")
         logits = outputs["sentence_order"]
         loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),

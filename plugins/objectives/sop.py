@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hookformer.core.parts import ObjectiveResult, PartOptions
-from hookformer.plugins.objectives import forward
+from hookformer.core.objective import batch_field
 from hookformer.plugins.objectives.baselines import label_prior
 
 Task = Literal["sop", "nsp"]
@@ -51,11 +51,9 @@ class SentencePair:
         self.heads = (task,)
         self.labels_field = f"{task}_labels"
 
-    def __call__(self, model, batch: dict) -> ObjectiveResult:
-        return forward.run(self, model, batch)
 
     def score(self, outputs: dict, batch: dict) -> ObjectiveResult:
-        labels = forward.batch_field(batch, self.labels_field, self.task,
+        labels = batch_field(batch, self.labels_field, self.task,
                                      f"use data.name: sentences with task: {self.task}")
         logits = outputs[self.task]
         loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from hookformer.core.params import with_weight_decay
 from hookformer.core.parts import PartOptions
-from hookformer.plugins.optimizers.param_groups import decay_groups
 
 
 class AdamWOptions(PartOptions):
@@ -20,7 +20,6 @@ class AdamWOptions(PartOptions):
 
 
 def build(options: AdamWOptions, ctx) -> torch.optim.AdamW:
-    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings,
-                          head_lr=ctx.train.head_lr if ctx.train is not None else None)
+    groups = with_weight_decay(ctx.param_groups, options.weight_decay, options.decay_norms_biases_embeddings)
     return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas, eps=options.eps,
                              fused=options.fused or None)

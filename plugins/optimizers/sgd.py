@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 
 from hookformer.core.parts import PartOptions
-from hookformer.plugins.optimizers.param_groups import decay_groups
+from hookformer.core.params import with_weight_decay
 
 
 class SGDOptions(PartOptions):
@@ -18,6 +18,5 @@ class SGDOptions(PartOptions):
 
 
 def build(options: SGDOptions, ctx) -> torch.optim.SGD:
-    groups = decay_groups(ctx.model, options.weight_decay, options.decay_norms_biases_embeddings,
-                          head_lr=ctx.train.head_lr if ctx.train is not None else None)
+    groups = with_weight_decay(ctx.param_groups, options.weight_decay, options.decay_norms_biases_embeddings)
     return torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum, nesterov=options.nesterov)

@@ -1,6 +1,7 @@
-"""The shared-forward extension of the Objective protocol (see ``Objective`` in hookformer.core.parts): run an
-objective that declares ``heads`` and ``score`` (and optionally ``transform``) on a model, alone or combined with
-others in one forward pass."""
+"""How the engine runs an objective (see ``Objective`` in hookformer.core.parts): :func:`compute` is the one call
+training, evaluation and the probe pass make. An objective with the shared-forward extension (``heads``, ``score``,
+optional ``transform``) is run by the engine (transform, one forward pass, score); any other is called. The pieces
+are public so that an objective that combines others (``combined``) runs its parts by the same rules."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ def model_outputs(model, batch: dict, heads) -> dict:
     return model(batch["input_ids"], **model_inputs(batch), heads=heads)
 
 
-def run(objective, model, batch: dict) -> ObjectiveResult:
-    """``objective(model, batch)`` for an objective with the extension: transform, one forward, score."""
+def compute(objective, model, batch: dict) -> ObjectiveResult:
+    """The objective's result for ``batch``: with the extension, transform, one forward pass, score; without it,
+    ``objective(model, batch)``."""
+    if not shares_forward(objective):
+        return objective(model, batch)
     batch = transform(objective, batch, model.training)
     return objective.score(model_outputs(model, batch, objective.heads), batch)
 
