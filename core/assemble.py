@@ -159,13 +159,15 @@ class Assembly:
         return self._once("attention", make)
 
     def shapes(self) -> Shapes:
-        """The model's shapes (see :class:`Shapes`): given, or from the checkpoint's manifest, else negotiated from
-        the tokenizer and the data built so far."""
+        """The model's shapes (see :class:`Shapes`): given; else the vocabulary of the tokenizer (or of the
+        checkpoint, when none is built) and the sequence length of the checkpoint (or of the data)."""
         if self._given_shapes is not None:
             return self._given_shapes
         saved = self._saved_shapes
         tokenizer, data = self._built.get("tokenizer"), self._built.get("data")
-        return Shapes(saved.vocab_size or (tokenizer.vocab_size if tokenizer is not None else None),
+        # The tokenizer decides the vocabulary (a checkpoint made with another one must then fail to load, not be
+        # fed ids that mean other tokens); the checkpoint decides the positions, whatever this run's data.
+        return Shapes(tokenizer.vocab_size if tokenizer is not None else saved.vocab_size,
                       saved.max_seq_len or (data.block_size if data is not None else None))
 
     def model(self):

@@ -127,11 +127,15 @@ class BuildContext:
     builder: Any = field(default=None, repr=False)  # see ``build``
 
     def build(self, stage: str, value: Any, section: str) -> Any:
-        """The part ``value`` (a part name, or a mapping with ``name`` and options) of ``stage``, built in this
-        context; ``section`` names it in errors and for build wrappers (e.g. ``objective.objectives.0``)."""
-        if self.builder is None:
-            raise RuntimeError("this BuildContext was made by hand, without an engine to build nested parts")
-        return self.builder(stage, value, section, self)
+        """The part ``value`` (a part name, or a mapping with ``name`` and options) of ``stage``, resolved in
+        ``catalog`` and built in this context; ``section`` names it in errors and for build wrappers (e.g.
+        ``objective.objectives.0``)."""
+        if self.builder is not None:
+            return self.builder(stage, value, section, self)
+        # A context made by hand (a test, a conformance kit): no run, so no hook parts to wrap the build.
+        from hookformer.core.config import resolve_part
+
+        return resolve_part(section, stage, value, self.catalog).build(self)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from hookformer.plugins.attention.naive import causal_mask, naive_attention
 from hookformer.plugins.attention.sdpa import sdpa_attention
 

@@ -9,16 +9,22 @@ import sys
 import pytest
 import torch
 import yaml
-
-from hookformer.core.capabilities import AttentionCall, AttentionCapabilities, CheckedKernel
+from hookformer.core.capabilities import (
+    AttentionCall,
+    AttentionCapabilities,
+    CheckedKernel,
+)
 from hookformer.core.cli import main
 from hookformer.core.errors import HookformerError
-from hookformer.core.parts import BuildContext
+from hookformer.core.parts import BuildContext, Shapes
 from hookformer.plugins.attention import NAIVE, SDPA, TRITON_FLASH
 from hookformer.plugins.attention.auto import AutoKernel
 from hookformer.plugins.attention.naive import naive_attention
 from hookformer.plugins.attention.sdpa import sdpa_attention
-from hookformer.plugins.attention.triton_flash import TritonFlashAttention, TritonFlashOptions
+from hookformer.plugins.attention.triton_flash import (
+    TritonFlashAttention,
+    TritonFlashOptions,
+)
 from hookformer.plugins.models.transformer import Transformer, TransformerOptions
 from hookformer.registry.catalog import Catalog
 from hookformer.testing import attention_cases, check_attention_kernel
@@ -94,8 +100,8 @@ def test_a_checked_kernel_compiles_into_the_models_graph_and_still_refuses_under
     # The check runs while torch.compile traces: remembering the call there broke the graph, and the whole forward
     # fell back to eager.
     catalog = Catalog.load()
-    ctx = BuildContext(run_dir=".", catalog=catalog, block_size=16)
-    ctx.attention = CheckedKernel("sdpa", sdpa_attention, SDPA)
+    ctx = BuildContext(run_dir=".", catalog=catalog, shapes=Shapes(max_seq_len=16),
+                       attention=CheckedKernel("sdpa", sdpa_attention, SDPA))
     entry = catalog.get("model", "transformer")
     model = entry.build(entry.options_model()(n_layer=1, n_head=2, d_model=16, vocab_size=32), ctx)
     explained = torch._dynamo.explain(model)(torch.randint(0, 32, (2, 16)))

@@ -10,7 +10,6 @@ import random
 import datasets
 import numpy as np
 import pytest
-
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.plugins.cleaners.minhash_dedup import lsh_bands

@@ -1,7 +1,6 @@
 """Config composition and validation: defaults <- YAML <- --set, every problem reported at once with its path."""
 
 import pytest
-
 from hookformer.core.config import apply_override, compose, merge, read_yaml, validate
 from hookformer.core.errors import ConfigError
 from hookformer.registry.catalog import Catalog

@@ -13,7 +13,6 @@ import datasets
 import pytest
 import torch
 import yaml
-
 from hookformer.core.cli import main
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext

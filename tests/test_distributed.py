@@ -9,10 +9,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 import yaml
-from pydoc_data.topics import topics
 
 STEPS = 10
 

@@ -7,13 +7,12 @@ import json
 import random
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from hookformer.core import checkpoint
 from hookformer.core.cli import main
 from hookformer.core.config import EarlyStoppingConfig, compose, merge, validate
@@ -24,9 +23,14 @@ from hookformer.plugins.data.labeled import IGNORE, LabeledOptions, fit_pair
 from hookformer.plugins.data.labeled import build as build_labeled
 from hookformer.plugins.data.stdlib_areas import AREAS, StdlibAreasOptions, area_of
 from hookformer.plugins.data.stdlib_areas import build as build_stdlib_areas
-from hookformer.plugins.objectives.classification import (Classification, last_token, mean_of_tokens,
-                                                            without_trailing_padding)
+from hookformer.plugins.objectives.classification import (
+    Classification,
+    last_token,
+    mean_of_tokens,
+    without_trailing_padding,
+)
 from hookformer.registry.catalog import Catalog
+from safetensors.torch import load_file
 
 FILLER = "the a of and to in it is was for on with as at by from this that be or".split()
 #: Each class has keywords spelled with letters no other word has, so even a byte-level model finds them at once.
@@ -133,7 +137,8 @@ def test_a_classifier_run_samples_and_generates_only_from_a_decoder(tmp_path, fi
         assert code == 0 and (run_dir / "samples.txt").is_file() and out.startswith("a")
     else:
         assert code == 2 and not (run_dir / "samples.txt").exists()
-        assert "encoder (model.causal: false, objective classification)" in err and "Traceback" not in err
+        assert "encoder (its model part transformer is not causal; objective classification)" in err \
+            and "Traceback" not in err
 
 
 def test_pooling_reads_real_tokens_only():
@@ -179,11 +184,11 @@ def test_cutting_the_trailing_padding_changes_neither_the_loss_nor_the_gradients
     catalog = Catalog.load()
     ctx = BuildContext(run_dir=tmp_path, catalog=catalog, label_names=["a", "b", "c"])
     entry = catalog.get("attention", "sdpa")
-    ctx.attention = entry.build(entry.options_model()(), ctx)
+    ctx = replace(ctx, attention=entry.build(entry.options_model()(), ctx))
     entry = catalog.get("model", "transformer")
-    ctx.model = model = entry.build(entry.options_model()(n_layer=2, n_head=2, d_model=32, vocab_size=50,
-                                                          max_seq_len=32, causal=causal, pooler=not causal,
-                                                          type_vocab_size=2), ctx)
+    model = entry.build(entry.options_model()(n_layer=2, n_head=2, d_model=32, vocab_size=50, max_seq_len=32,
+                                              causal=causal, pooler=not causal, type_vocab_size=2), ctx)
+    ctx = replace(ctx, model=model)
     entry = catalog.get("objective", objective)
     options = {"dropout": 0.0} | ({"pooling": pooling} if pooling else {})
     trimmed = entry.build(entry.options_model()(**options), ctx)
@@ -390,7 +395,8 @@ def test_a_fine_tuning_config_layers_the_pretrained_sections_under_its_own(tmp_p
     # default recipe (4 layers, width 192) < pretrained run (1 layer, width 32) < this config < --set
     assert (raw["model"]["n_layer"], raw["model"]["d_model"], raw["model"]["causal"]) == (1, 32, False)
     assert raw["model"]["dropout"] == 0.2 and raw["model"]["norm_eps"] == 1e-6
-    assert raw["model"]["max_seq_len"] == 48  # the pretrained position table, whatever this run's data
+    # The pretrained position table's size comes from its checkpoint's manifest, not from a rewritten config field.
+    assert raw["model"]["max_seq_len"] is None
     assert raw["tokenizer"]["name"] == "sentencepiece" and raw["tokenizer"]["vocab_size"] == 300
     step_dir = checkpoint.latest(pretrained)
     assert compose(write_config(tmp_path, {**config, "train": {"init_from": str(step_dir)}}), [])["model"] == \

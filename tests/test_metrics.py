@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from conlleval import evaluate as conlleval
-from sklearn.metrics import precision_recall_fscore_support
-
 from hookformer.core.errors import ConfigError
 from hookformer.core.parts import BuildContext, ObjectiveResult
 from hookformer.registry.catalog import Catalog
+from sklearn.metrics import precision_recall_fscore_support
 
 IGNORE = -100
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 import yaml
-
 from hookformer.core.cli import main
+from hookformer.core.objective import compute
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.objectives.mlm import IGNORE, MaskedLM, MLMOptions
 from hookformer.plugins.tokenizers.byte import ByteTokenizerOptions
@@ -67,8 +67,8 @@ def test_mlm_evaluation_masks_are_the_same_every_time():
     model = Identity().eval()
     ids, attention_mask = sample_batch()
     mlm = objective()
-    first = mlm(model, {"input_ids": ids, "attention_mask": attention_mask})
-    second = mlm(model, {"input_ids": ids, "attention_mask": attention_mask})
+    first = compute(mlm, model, {"input_ids": ids, "attention_mask": attention_mask})
+    second = compute(mlm, model, {"input_ids": ids, "attention_mask": attention_mask})
     assert torch.equal(first.targets, second.targets) and first.num_items == second.num_items
 
 

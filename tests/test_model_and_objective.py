@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from hookformer.core.loop import accumulate_gradients
+from hookformer.core.objective import compute
 from hookformer.core.params import param_groups, with_weight_decay
 from hookformer.core.parts import BuildContext, Shapes
 from hookformer.plugins.attention.naive import naive_attention
@@ -103,7 +103,7 @@ def test_clm_loss_is_the_summed_next_token_cross_entropy_over_unpadded_targets()
     ids = torch.randint(0, 50, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.bool)
     mask[1, 6:] = False
-    result = CausalLM(CLMOptions(), vocab_size=50)(model, {"input_ids": ids, "attention_mask": mask})
+    result = compute(CausalLM(CLMOptions(), vocab_size=50), model, {"input_ids": ids, "attention_mask": mask})
     assert result.num_items == 9 + 5
     logits = model(ids, mask)
     expected = sum(torch.nn.functional.cross_entropy(logits[i, : n], ids[i, 1: n + 1], reduction="sum")

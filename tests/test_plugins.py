@@ -11,11 +11,10 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 import yaml
-from pydoc_data.topics import topics
-
 from hookformer.core.parts import STAGES
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hookformer-bits-per-token"

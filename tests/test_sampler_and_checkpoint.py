@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from hookformer.core import checkpoint
 from hookformer.core.errors import CheckpointError
 from hookformer.core.sampler import BlockSampler
 from hookformer.plugins.attention.sdpa import sdpa_attention
 from hookformer.plugins.models.transformer import Transformer, TransformerOptions
+from safetensors.torch import load_file
 
 
 def test_sampler_visits_every_block_once_per_epoch_and_reshuffles_between_epochs():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError
 from hookformer.core.loop import Run, accumulate_gradients
+from hookformer.core.objective import compute
 from hookformer.core.parts import BuildContext, ObjectiveResult, model_inputs
 from hookformer.core.sampler import table_rows
 from hookformer.plugins.attention.sdpa import sdpa_attention
@@ -205,12 +205,12 @@ def test_combined_loss_is_the_weighted_sum_of_its_parts_from_one_forward_pass(co
     mlm, other = (part for _, _, part in objective.parts)
     calls = count_forwards(model)
     torch.manual_seed(3)
-    result = objective(model, batch)
+    result = compute(objective, model, batch)
     assert len(calls) == 1
     torch.manual_seed(3)  # the same MLM masks; every part scores the masked inputs
-    alone = {"mlm": mlm(model, batch)}
+    alone = {"mlm": compute(mlm, model, batch)}
     torch.manual_seed(3)
-    alone[second] = other(model, mlm.transform(batch, training=True))
+    alone[second] = compute(other, model, mlm.transform(batch, training=True))
     expected = alone["mlm"].loss_sum / alone["mlm"].num_items + 0.5 * alone[second].loss_sum / alone[second].num_items
     assert result.num_items == 6
     torch.testing.assert_close(result.loss_sum / result.num_items, expected)
@@ -230,7 +230,7 @@ def test_the_loss_metric_reports_each_combined_parts_mean_loss_over_the_evaluati
     objective = combined(model, catalog, data, [{"name": "mlm", "weight": 2.0}, {"name": "sop", "weight": 0.5}])
     metric = catalog.get("metric", "loss").build(None, BuildContext(run_dir="."))
     with torch.no_grad():  # as evaluate() scores
-        results = [objective(model, batch) for batch in micro_batches]
+        results = [compute(objective, model, batch) for batch in micro_batches]
     for result in results:
         metric.update(result)
     values = metric.compute()
@@ -253,7 +253,7 @@ def test_accumulated_combined_gradient_averages_each_micro_batchs_weighted_means
     mlm, sop = (part for _, _, part in objective.parts)
     loss = 0.0
     for batch in micro_batches:  # each micro-batch's weighted means, weighted by its examples
-        m, s = mlm(model, batch), sop(model, mlm.transform(batch, training=False))
+        m, s = compute(mlm, model, batch), compute(sop, model, mlm.transform(batch, training=False))
         loss = loss + len(batch["input_ids"]) / 8 * (2.0 * m.loss_sum / m.num_items + 0.5 * s.loss_sum / s.num_items)
     loss.backward()
     for got, want in zip(accumulated, (p.grad for p in model.parameters())):
@@ -277,9 +277,9 @@ def test_an_objective_without_the_extension_combines_with_a_forward_pass_of_its_
     objective.parts.append(("first_token", 1.0, FirstTokenIsZero()))
     calls = count_forwards(model)
     with torch.no_grad():
-        result = objective(model, batch)
+        result = compute(objective, model, batch)
         assert len(calls) == 2
-        own = FirstTokenIsZero()(model, batch)
+        own = compute(FirstTokenIsZero(), model, batch)
     assert result.parts["first_token"].loss_sum == pytest.approx(float(own.loss_sum))
 
 
@@ -333,7 +333,7 @@ def test_a_short_mlm_plus_sop_run_lowers_both_losses(tmp_path, catalog):
     def part_losses():
         run.model.eval()
         with torch.no_grad():
-            result = run.objective(run.model, table_rows(run.val_table, slice(0, 30)))
+            result = compute(run.objective, run.model, table_rows(run.val_table, slice(0, 30)))
         return {name: float(part.loss_sum) / part.num_items for name, part in result.parts.items()}
 
     before = part_losses()

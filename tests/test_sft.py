@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.generate import generate
 from hookformer.core.loop import Run
+from hookformer.core.objective import compute
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.attention.sdpa import sdpa_attention
 from hookformer.plugins.data.prompt_response import PromptResponseOptions
@@ -128,7 +128,7 @@ def test_sft_puts_exactly_zero_gradient_on_positions_that_predict_the_prompt_or_
 def test_sft_without_labels_in_the_batch_says_which_data_part_makes_them():
     sft = CausalLM(CLMOptions(), TOKENIZER.vocab_size, labels_field="labels")
     with pytest.raises(ConfigError, match="objective sft needs the batch field \"labels\".*prompt_response"):
-        sft(decoder(), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})
+        compute(sft, decoder(), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})
 
 
 def test_a_tiny_sft_run_learns_to_copy_a_string(tmp_path):

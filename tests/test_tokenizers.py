@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
-from pydantic import ValidationError
-
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import BuildContext, SpecialTokens, Tokenizer
-from hookformer.plugins.tokenizers.sentencepiece import MODEL_PATH, RESERVED_IDS, training_sentences
+from hookformer.plugins.tokenizers.sentencepiece import (
+    MODEL_PATH,
+    RESERVED_IDS,
+    training_sentences,
+)
 from hookformer.registry.catalog import Catalog
+from pydantic import ValidationError
 
 HARD_TEXTS = [
     "",
