@@ -121,24 +121,37 @@ def generated_sentences(path: Path, n: int = 20000, seed: int = 0) -> Path:
     return path
 
 
-def make_batches(shape: Shape, source: Path, workdir: Path, count_: int) -> tuple[list[dict], dict]:
-    """``count_`` training batches of ``shape.batch`` examples, as the engine makes them: the ``labeled`` data part
-    (examples padded to ``shape.seq``), a ``sentencepiece`` tokenizer of ``shape.vocab`` ids trained on the training
-    texts, batches in ``TableStream`` order. Returns the batches and a few figures about them."""
-    from hookformer.core.parts import BuildContext
-    from hookformer.core.sampler import TableStream, as_table
+def hookformer_config(shape: Shape, source: Path, workdir: Path, dropout: float = 0.0, unpad: bool = True):
+    """The run config of the hookformer contender: the ``labeled`` data part (examples padded to ``shape.seq``), a
+    ``sentencepiece`` tokenizer of ``shape.vocab`` ids trained on the training texts (kept in ``workdir``), the
+    encoder with a pooler and segment embeddings, the ``classification`` objective and AdamW."""
+    from hookformer.core.config import validate
     from hookformer.registry.catalog import Catalog
 
-    catalog = Catalog.load()
-    ctx = BuildContext(run_dir=workdir, catalog=catalog, seed=0)
-    data_entry = catalog.get("data", "labeled")
-    ctx.data = data = data_entry.build(data_entry.options_model()(
-        train_files=[str(source)], text_field="sentence", label_field="label", max_length=shape.seq,
-        cache_dir=str(workdir / "cache")), ctx)
-    ctx.block_size = data.block_size
-    tokenizer_entry = catalog.get("tokenizer", "sentencepiece")
-    tokenizer = tokenizer_entry.build(tokenizer_entry.options_model()(vocab_size=shape.vocab), ctx)
-    stream = TableStream(as_table(data.prepare(tokenizer)["train"]), seed=0)
+    return validate({
+        "data": {"name": "labeled", "train_files": [str(source)], "text_field": "sentence", "label_field": "label",
+                 "max_length": shape.seq, "cache_dir": str(workdir / "cache")},
+        "tokenizer": {"name": "sentencepiece", "vocab_size": shape.vocab},
+        "model": {"name": "transformer", "n_layer": shape.n_layer, "n_head": shape.n_head, "d_model": shape.d_model,
+                  "dropout": dropout, "causal": False, "type_vocab_size": 2, "pooler": True, "unpad": unpad},
+        "attention": {"name": "sdpa"},
+        "objective": {"name": "classification", "dropout": dropout},
+        "optimizer": {"name": "adamw", "lr": LR, "betas": list(BETAS), "eps": EPS, "weight_decay": WEIGHT_DECAY,
+                      "fused": True},
+        "scheduler": {"name": "constant"},
+        "train": {"seed": 0, "device": "cpu"},
+    }, Catalog.load())
+
+
+def make_batches(shape: Shape, source: Path, workdir: Path, count_: int) -> tuple[list[dict], dict]:
+    """``count_`` training batches of ``shape.batch`` examples, as the engine makes them (the data stages of
+    :func:`hookformer_config`, batches in ``TableStream`` order). Returns the batches and a few figures about them."""
+    from hookformer.core.assemble import Assembly
+    from hookformer.core.sampler import TableStream, as_table
+
+    assembly = Assembly(hookformer_config(shape, source, workdir), workdir)
+    table = as_table(assembly.prepare_data()["train"])
+    stream = TableStream(table, seed=0)
     batches = [stream.next_batch(shape.batch) for _ in range(count_)]
     for batch in batches:
         batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])  # HF BERT adds segment 0 when given none
@@ -147,9 +160,9 @@ def make_batches(shape: Shape, source: Path, workdir: Path, count_: int) -> tupl
     lengths = [-(-longest(batch) // 8) for batch in batches]
     other = next((i for i, n in enumerate(lengths) if n != lengths[0]), 1)
     batches[1], batches[other] = batches[other], batches[1]
-    figures = {"examples": len(data.splits["train"].texts), "vocab": tokenizer.vocab_size,
+    figures = {"examples": len(table["input_ids"]), "vocab": assembly.tokenizer().vocab_size,
                "real_tokens": sum(int(b["attention_mask"].sum()) for b in batches) / (count_ * shape.batch),
-               "longest": sum(longest(b) for b in batches) / count_}
+               "longest": sum(longest(b) for b in batches) / count_, "data": (source, workdir)}
     return batches, figures
 
 
@@ -164,28 +177,16 @@ def padded_to_longest(batch: dict) -> dict:
 
 
 # -- the contenders: each is (model, step function); step() trains on one batch and returns its mean loss --------------
-def build_hookformer(shape: Shape, vocab: int, dropout: float, unpad: bool = True):
-    from hookformer.core.capabilities import CheckedKernel
-    from hookformer.core.parts import BuildContext
-    from hookformer.registry.catalog import Catalog
+def build_hookformer(shape: Shape, data: tuple[Path, Path], dropout: float, unpad: bool = True):
+    """Model, objective and optimizer of :func:`hookformer_config`, assembled as a run assembles them (the data
+    stages come from the cache and the tokenizer ``make_batches`` left in the work folder)."""
+    from hookformer.core.assemble import Assembly
 
     torch.manual_seed(0)
-    catalog = Catalog.load()
-    ctx = BuildContext(run_dir=Path("."), catalog=catalog, device="cpu", block_size=shape.seq, label_names=["0", "1"])
-    attention = catalog.get("attention", "sdpa")
-    kernel = attention.build(attention.options_model()(), ctx)
-    capabilities = attention.capabilities()  # Run._attention checks every call against them
-    ctx.attention = kernel if capabilities is None else CheckedKernel("sdpa", kernel, capabilities)
-    model_entry = catalog.get("model", "transformer")
-    ctx.model = model = model_entry.build(model_entry.options_model()(
-        n_layer=shape.n_layer, n_head=shape.n_head, d_model=shape.d_model, vocab_size=vocab, dropout=dropout,
-        causal=False, type_vocab_size=2, pooler=True, unpad=unpad), ctx)
-    objective_entry = catalog.get("objective", "classification")
-    objective = objective_entry.build(objective_entry.options_model()(dropout=dropout), ctx)  # attaches the head
-    optimizer_entry = catalog.get("optimizer", "adamw")
-    optimizer = optimizer_entry.build(optimizer_entry.options_model()(
-        lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY, fused=True), ctx)
-    return model, objective, optimizer
+    source, workdir = data
+    assembly = Assembly(hookformer_config(shape, source, workdir, dropout, unpad), workdir)
+    assembly.prepare_data()
+    return assembly.model(), assembly.objective(), assembly.optimizer()
 
 
 def hookformer_step(model, objective, optimizer):
@@ -206,7 +207,7 @@ def build_hf(shape: Shape, vocab: int, dropout: float):
     from transformers import BertConfig, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from hookformer.plugins.optimizers.param_groups import decay_groups
+    from hookformer.core.params import param_groups, with_weight_decay
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
@@ -216,7 +217,8 @@ def build_hf(shape: Shape, vocab: int, dropout: float):
                         layer_norm_eps=1e-5, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                         classifier_dropout=dropout, num_labels=2, pad_token_id=0)
     model = BertForSequenceClassification._from_config(config, attn_implementation="sdpa")
-    optimizer = torch.optim.AdamW(decay_groups(model, WEIGHT_DECAY, False), lr=LR, betas=BETAS, eps=EPS, fused=True)
+    optimizer = torch.optim.AdamW(with_weight_decay(param_groups(model), WEIGHT_DECAY), lr=LR, betas=BETAS, eps=EPS,
+                                  fused=True)
     return model, optimizer
 
 
@@ -233,15 +235,15 @@ def hf_step(model, optimizer):
     return step
 
 
-def contenders(shape: Shape, vocab: int, dropout: float, compiled: bool) -> dict:
+def contenders(shape: Shape, data: tuple[Path, Path], vocab: int, dropout: float, compiled: bool) -> dict:
     """name -> (model, step). Every contender is a separate model with the same initial weights; "hookformer padded"
     is hookformer with ``model.unpad: false``, which computes every position as HF BERT does."""
     result = {}
     for suffix, wrap in [("", lambda m: m)] + ([(" compiled", torch.compile)] if compiled else []):
-        model, objective, optimizer = build_hookformer(shape, vocab, dropout)
+        model, objective, optimizer = build_hookformer(shape, data, dropout)
         result["hookformer" + suffix] = (model, hookformer_step(wrap(model), objective, optimizer))
         if not suffix:  # compiled, the model computes padded anyway (torch.compile needs fixed shapes)
-            model, objective, optimizer = build_hookformer(shape, vocab, dropout, unpad=False)
+            model, objective, optimizer = build_hookformer(shape, data, dropout, unpad=False)
             result["hookformer padded"] = (model, hookformer_step(model, objective, optimizer))
         model, optimizer = build_hf(shape, vocab, dropout)
         result["HF BERT" + suffix] = (model, hf_step(wrap(model), optimizer))
@@ -260,9 +262,9 @@ def run_steps(step, batches, n: int, start: int) -> tuple[float, float, int]:
     return time.perf_counter() - begin, float(loss), counters["stats"]["unique_graphs"] - graphs
 
 
-def bench(shape: Shape, batches: list[dict], vocab: int, dropout: float, compiled: bool, steps: int, warmup: int,
+def bench(shape: Shape, batches: list[dict], figures: dict, dropout: float, compiled: bool, steps: int, warmup: int,
           rounds: int) -> dict:
-    models = contenders(shape, vocab, dropout, compiled)
+    models = contenders(shape, figures["data"], figures["vocab"], dropout, compiled)
     result = {name: {"params": count(model), "rates": [], "loss": float("nan"), "recompiled": 0}
               for name, (model, _) in models.items()}
     for name, (model, step) in models.items():
@@ -366,7 +368,7 @@ def main(argv=None) -> int:
             batches, figures = prepared[key]
             for padding in paddings:
                 padded = batches if padding == "max" else [padded_to_longest(batch) for batch in batches]
-                result = bench(shape, padded, figures["vocab"], args.dropout, not args.no_compile, args.steps, warmup,
+                result = bench(shape, padded, figures, args.dropout, not args.no_compile, args.steps, warmup,
                                rounds)
                 print_table(shape, padding, result, args.steps, warmup, rounds)
                 rows.append((shape, padding, result))

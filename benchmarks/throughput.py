@@ -103,26 +103,22 @@ def build_reference(shape: Shape, device: str, autocast, compiled: bool, batch: 
 
 
 def build_hookformer(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
-    from hookformer.core.capabilities import CheckedKernel
+    from hookformer.core.assemble import Assembly
+    from hookformer.core.config import validate
     from hookformer.core.loop import accumulate_gradients, compile_for_training
-    from hookformer.core.parts import BuildContext
+    from hookformer.core.parts import Shapes
     from hookformer.registry.catalog import Catalog
 
     torch.manual_seed(0)
-    catalog = Catalog.load()
-    ctx = BuildContext(run_dir=Path("."), catalog=catalog, device=device, block_size=shape.block)
-    attention = catalog.get("attention", "sdpa")
-    kernel = attention.build(attention.options_model()(), ctx)
-    capabilities = attention.capabilities()  # Run._attention checks every call against them
-    ctx.attention = kernel if capabilities is None else CheckedKernel("sdpa", kernel, capabilities)
-    model_entry = catalog.get("model", "transformer")
-    opts = model_entry.options_model()(n_layer=shape.n_layer, n_head=shape.n_head, d_model=shape.d_model,
-                                       vocab_size=shape.vocab, dropout=0.0)
-    ctx.model = model = model_entry.build(opts, ctx).to(device)
-    objective_entry = catalog.get("objective", "clm")
-    objective = objective_entry.build(objective_entry.options_model()(), ctx)
-    optimizer_entry = catalog.get("optimizer", "adamw")
-    ctx.optimizer = optimizer = optimizer_entry.build(optimizer_entry.options_model()(lr=LR), ctx)
+    config = validate({
+        "data": {"name": "builtin"}, "tokenizer": {"name": "byte"},  # validated, never built: the shapes are given
+        "model": {"name": "transformer", "n_layer": shape.n_layer, "n_head": shape.n_head, "d_model": shape.d_model,
+                  "dropout": 0.0},
+        "attention": {"name": "sdpa"}, "objective": {"name": "clm"}, "optimizer": {"name": "adamw", "lr": LR},
+        "scheduler": {"name": "constant"}, "train": {"device": device},
+    }, Catalog.load())
+    assembly = Assembly(config, Path("."), device=device, shapes=Shapes(shape.vocab, shape.block))
+    model, objective, optimizer = assembly.model(), assembly.objective(), assembly.optimizer()
     train_model = compile_for_training(model, objective, batch, autocast) if compiled else model
 
     def step(batch):  # Run.train_step, less the scheduler and the bookkeeping

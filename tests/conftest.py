@@ -19,9 +19,32 @@ if not torch.cuda.is_available():
 PLUGIN_ENV_VARS = ("HOOKFORMER_DISABLE_PLUGINS", "HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD")
 
 
+def _stray_plugins() -> str:
+    """The entry points of the hookformer group that other distributions installed in this environment provide,
+    comma-separated. The suite disables them (HOOKFORMER_DISABLE_PLUGINS), in this process and in every command it
+    runs, so that it sees hookformer's own parts plus the plugins a test installs, and a stray or broken package in
+    the environment cannot fail it."""
+    from importlib.metadata import entry_points
+
+    return ",".join(sorted({ep.name for ep in entry_points(group="hookformer")
+                            if ep.dist is None or ep.dist.name != "hookformer"}))
+
+
+STRAY_PLUGINS = _stray_plugins()
+os.environ.pop("HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD", None)
+os.environ["HOOKFORMER_DISABLE_PLUGINS"] = STRAY_PLUGINS
+
+
+def disabled_plugins(*names: str) -> str:
+    """A HOOKFORMER_DISABLE_PLUGINS value that disables ``names`` besides the environment's stray plugins."""
+    return ",".join(filter(None, [STRAY_PLUGINS, *names]))
+
+
 def _clean_env(site: Path | None = None) -> dict[str, str]:
-    """The current environment without plugin selection variables, with ``site`` first on PYTHONPATH."""
+    """The current environment without plugin selection variables (but with the environment's stray plugins
+    disabled), with ``site`` first on PYTHONPATH."""
     env = {key: value for key, value in os.environ.items() if key not in PLUGIN_ENV_VARS}
+    env["HOOKFORMER_DISABLE_PLUGINS"] = STRAY_PLUGINS
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     return env

@@ -12,12 +12,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
 import torch
 import yaml
-from pydoc_data.topics import topics
-
 from hookformer.core import evaluate as evaluate_module
 from hookformer.core.assemble import Assembly
 from hookformer.core.capabilities import CheckedKernel

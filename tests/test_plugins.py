@@ -15,6 +15,7 @@ from pydoc_data.topics import topics
 
 import pytest
 import yaml
+from conftest import disabled_plugins
 from hookformer.core.parts import STAGES
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hookformer-bits-per-token"
@@ -43,6 +44,8 @@ def cli(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwd")
 
     def run(env: dict, *args: str, **more_env: str) -> subprocess.CompletedProcess:
+        more_env = {key: disabled_plugins(value) if key == "HOOKFORMER_DISABLE_PLUGINS" else value
+                    for key, value in more_env.items()}  # the environment's stray plugins stay disabled
         return subprocess.run([sys.executable, "-m", "hookformer", *args], cwd=cwd, env={**env, **more_env},
                               capture_output=True, text=True, timeout=300)
 
@@ -263,6 +266,21 @@ def test_debug_shows_the_traceback_of_a_plugin_error(broken_env, cli):
     assert "Traceback" in done.stderr
     assert "ModuleNotFoundError" in done.stderr and "hookformer_missing_dependency" in done.stderr  # the cause
     assert "PluginError" in done.stderr and 'plugin "explodes"' in done.stderr
+
+
+@pytest.mark.slow
+def test_a_broken_package_in_the_environment_cannot_fail_the_test_suite(broken_env):
+    # The package really breaks hookformer for a user of this environment...
+    listing = subprocess.run([sys.executable, "-m", "hookformer", "plugins", "list"], env=broken_env,
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 2 and 'plugin "explodes"' in listing.stderr
+    # ...but the suite, run in that environment, builds its catalogs without it.
+    tests = Path(__file__).resolve().parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           str(tests / "test_config.py")], env=broken_env, capture_output=True, text=True,
+                          timeout=300, cwd=tests.parent)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout.splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
