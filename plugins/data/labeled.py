@@ -29,7 +29,8 @@ from pydantic import Field, model_validator
 
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, PartOptions, Tokenizer
-from hookformer.plugins.data.pipeline import cache_root, hf_cache, quiet_datasets
+from hookformer.core.datacache import quiet_datasets
+from hookformer.plugins.data.common import cache_root, hf_cache
 from hookformer.plugins.data.tabular import record_format
 from hookformer.plugins.data.text_files import resolve_paths
 

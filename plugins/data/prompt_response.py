@@ -24,8 +24,9 @@ from pydantic import Field, field_validator
 
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, Tokenizer
-from hookformer.plugins.data.pipeline import DataOptions, cache_root, hf_cache, quiet_datasets, read_jsonl
-from hookformer.plugins.data.tabular import record_format
+from hookformer.core.datacache import quiet_datasets
+from hookformer.plugins.data.common import DataOptions, cache_root, hf_cache
+from hookformer.plugins.data.tabular import read_jsonl, record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
 IGNORE = -100

@@ -33,7 +33,8 @@ from pydantic import Field, field_validator
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, Tokenizer
 from hookformer.plugins.data import python_docs, text_files
-from hookformer.plugins.data.pipeline import DataOptions, PackedSource
+from hookformer.plugins.data.common import DataOptions
+from hookformer.plugins.data.pipeline import PackedSource
 
 IGNORE = -100
 #: The data parts that can provide documents: options model and factory of each.

@@ -25,10 +25,11 @@ from pydantic import Field
 from hookformer.core.checkpoint import write_atomically
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
-from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint, hf_cache, quiet_datasets
-from hookformer.plugins.data.pipeline import PackedSource, read_jsonl, text_mask
+from hookformer.core.datacache import quiet_datasets
+from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint, hf_cache
+from hookformer.plugins.data.pipeline import PackedSource, text_mask
 from hookformer.plugins.data.streaming import StreamFile, StreamingOptions, StreamingSource
-from hookformer.plugins.data.tabular import read_delimited, read_parquet
+from hookformer.plugins.data.tabular import read_delimited, read_jsonl, read_parquet
 
 Format = Literal["text", "jsonl", "csv", "tsv", "parquet"]
 #: The format ``format: auto`` gives a file by its suffix; any other suffix is text.
