@@ -133,7 +133,7 @@ class CleaningChain:
         field every step keeps, and each column's cleaned texts of those records; the counts grow by every field.
         Raises DataError naming the step when records came in and none is kept (``what`` names a record)."""
         n = len(columns[0]) if columns else 0
-        if not self.steps:
+        if not self.steps or not n:
             return np.arange(n), [list(column) for column in columns]
         texts = [text for column in columns for text in column]
         cleaned, sizes, changed = run_steps(self.steps, texts)

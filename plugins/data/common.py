@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from hookformer.core.datacache import digest
 from hookformer.core.parts import PartOptions
@@ -29,6 +29,17 @@ class DataOptions(PartOptions):
                                                       "step (each cut to 300 characters)")
     cache_dir: str | None = Field(None, description="where parsed corpora, cleaned documents and tokenized splits are "
                                   "cached (default: $HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
+
+
+def refuse_unhonoured(options: BaseModel, fields: Sequence[str], why: str, fix: str) -> None:
+    """ValueError (pydantic reports it at the options' path, so the config error names ``data``) naming each of
+    ``fields`` that ``options`` sets to something other than its default: an option that has no effect ``why`` is
+    refused rather than silently ignored; ``fix`` says what else the user can do besides removing it."""
+    unhonoured = [f"{name}: {getattr(options, name)!r}" for name in fields
+                  if getattr(options, name) != type(options).model_fields[name].default]
+    if unhonoured:
+        raise ValueError(f"data.{', data.'.join(unhonoured)} would have no effect: {why}. Remove "
+                         f"{'it' if len(unhonoured) == 1 else 'them'} from data, or {fix}")
 
 
 def cache_root(options: DataOptions) -> Path:
