@@ -11,10 +11,10 @@ import datasets
 import numpy as np
 import pytest
 
+from hookformer.core.cleaning import CleaningChain
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.plugins.cleaners.minhash_dedup import lsh_bands
-from hookformer.core.cleaning import CleaningChain
 from hookformer.registry.catalog import Catalog
 
 

@@ -6,6 +6,7 @@ that cannot honour it. Real files, real `datasets`, the real byte tokenizer."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from hookformer.core.cleaning import CleaningChain
+from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data.labeled import LabeledSource
@@ -133,12 +135,13 @@ def test_labeled_pairs_are_cleaned_and_a_record_goes_when_its_pair_is_removed(ca
     train = Path(files["train_files"][0])
     write_jsonl(train, [*map(json.loads, train.read_text().splitlines()), {"text": "kept  text", "label": "odd",
                                                                             "other": "x"}])
-    source = build(catalog, "labeled", tmp_path, steps(catalog, ("whitespace", {}), ("length_filter", {"min_chars": 3})),
-                   **files, max_length=48)
+    cleaners = steps(catalog, ("whitespace", {}), ("length_filter", {"min_chars": 3}))
+    source = build(catalog, "labeled", tmp_path, cleaners, **files, max_length=48)
     tables = source.prepare(tok)
     assert rows(tables["train"], tok) == [f"Ｓample text {i}second text {i}" for i in range(6)]
     assert source.report["examples"] == {"train": 6, "validation": 4}
-    assert source.report["cleaning"][1]["documents"]["removed"] == 1 and source.report["cleaning"][1]["examples"] == ["x"]
+    length = source.report["cleaning"][1]
+    assert length["documents"]["removed"] == 1 and length["examples"] == ["x"]
 
 
 def test_cleaning_that_removes_every_validation_record_is_a_data_error_naming_the_step(catalog, tmp_path):
@@ -158,3 +161,148 @@ def test_token_classification_with_cleaning_is_a_config_error_naming_cleaning_an
                                     PromptResponseSource])
 def test_every_built_in_data_source_declares_that_it_applies_cleaning(source):
     assert source.applies_cleaning is True
+
+
+# -- one tokenize / cut / pack path ----------------------------------------------------------------------------------
+
+def test_max_document_tokens_cuts_streamed_documents_as_the_shared_token_path_does(catalog, tmp_path, tok):
+    docs = [f"document {i}: " + "lorem ipsum " * (i % 5) for i in range(40)]
+    path = tmp_path / "a.txt"
+    path.write_text("\n\n".join(docs), encoding="utf-8")
+    entry = catalog.get("data", "text")
+    options = entry.options_model()(paths=[str(path)], block_size=8, val_fraction=0.2, streaming=True,
+                                    shuffle_buffer=1, max_document_tokens=5)
+    stream = entry.build(options, BuildContext(run_dir=tmp_path, seed=0)).prepare(tok)["train"]
+    # A buffer of one block hands the blocks out in reading order: the training documents' pieces, in file order.
+    expected = []
+    for doc in docs:
+        if not held_out(doc, 0.2):
+            ids = tok.encode(doc)
+            expected += [t for start in range(0, len(ids), 5) for t in [*ids[start:start + 5], tok.special.eos]]
+    n_blocks = 20
+    assert len(expected) >= n_blocks * 8
+    got = stream.next_batch(n_blocks)["input_ids"]
+    assert got.flatten().tolist() == expected[:n_blocks * 8]
+
+
+# -- every option of `text`, in both modes: honoured, or refused -----------------------------------------------------
+
+LONG = "lorem ipsum dolor sit amet " * 3
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A folder: paragraphs of two lines in a.txt (four of them too short for the cleaning step below), markdown
+    paragraphs in c.md, and JSON Lines records with a second text field, some holding bytes that are not UTF-8."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    paragraphs = [f"doc {i} {LONG}\nsecond line of doc {i} {LONG}" for i in range(60)] + ["tiny"] * 4
+    (folder / "a.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
+    (folder / "c.md").write_text("\n\n".join(f"markdown {i} {LONG}" for i in range(20)), encoding="utf-8")
+    lines = [json.dumps({"text": f"record {i} {LONG}", "body": f"body of record {i} {LONG}"}).encode()
+             for i in range(30)]
+    lines[3] = lines[3].replace(b"record 3", b"record \xff 3")
+    (folder / "b.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return folder
+
+
+def prepared(catalog, corpus: Path, tmp_path: Path, tok, streaming: bool, **options):
+    base = {"paths": [str(corpus)], "block_size": 16, "val_fraction": 0.2, "streaming": streaming}
+    source = build(catalog, "text", tmp_path, steps(catalog, ("length_filter", {"min_chars": 10})),
+                   **{**base, **options})
+    return source, source.prepare(tok)
+
+
+def train_blocks(data: dict) -> torch.Tensor:
+    train = data["train"]
+    return train.next_batch(8)["input_ids"] if hasattr(train, "next_batch") else train
+
+
+def validation_table(data: dict) -> dict:
+    validation = data["validation"]
+    return validation if isinstance(validation, dict) else {"input_ids": validation}
+
+
+def validation_text(data: dict, tok) -> str:
+    return tok.decode(validation_table(data)["input_ids"].flatten().tolist())
+
+
+def validation_documents(source) -> int:
+    report = source.report
+    return report["validation"]["documents"] if "validation" in report else report["documents"]["validation"]
+
+
+def longest_piece(table: dict, eos: int) -> int:
+    """The most tokens between two end-of-document tokens in the consecutive validation blocks."""
+    ends = np.flatnonzero(table["input_ids"].flatten().numpy() == eos)
+    return int(np.diff(ends).max()) - 1
+
+
+# option -> (value, check(source, data, base_source, base_data, tok, tmp_path)); the same check in both modes.
+HONOURED = {
+    "paths": (lambda corpus: [str(corpus / "a.txt")],
+              lambda s, d, bs, bd, tok, tmp: all(text.startswith(("doc", "second")) for text in s.texts())),
+    # Read as text, b.jsonl is one paragraph: held out or not, so look in both splits.
+    "format": ("text", lambda s, d, bs, bd, tok, tmp: '{"text"' in "".join(s.texts()) + validation_text(d, tok)),
+    "text_field": ("body", lambda s, d, bs, bd, tok, tmp: any(text.startswith("body of") for text in s.texts())),
+    "folder_suffixes": ([".md"], lambda s, d, bs, bd, tok, tmp: all(t.startswith("markdown") for t in s.texts())),
+    "sample_by": ("line", lambda s, d, bs, bd, tok, tmp: any(t.startswith("second line") for t in s.texts())
+                  and not any(t.startswith("second line") for t in bs.texts())),
+    "invalid_utf8": ("skip", lambda s, d, bs, bd, tok, tmp: not any("\ufffd" in t for t in s.texts())
+                     and any("\ufffd" in t for t in bs.texts())),
+    "block_size": (8, lambda s, d, bs, bd, tok, tmp: train_blocks(d).shape[1] == 8),
+    "val_fraction": (0.45, lambda s, d, bs, bd, tok, tmp: validation_documents(s) > validation_documents(bs)),
+    "max_document_tokens": (6, lambda s, d, bs, bd, tok, tmp: longest_piece(validation_table(d), tok.special.eos)
+                            <= 6 < longest_piece(validation_table(bd), tok.special.eos)),
+    "document_mask": (True, lambda s, d, bs, bd, tok, tmp: "document_ids" in validation_table(d)),
+    "report_examples": (1, lambda s, d, bs, bd, tok, tmp: len(s.report["cleaning"][0]["examples"]) == 1
+                        and len(bs.report["cleaning"][0]["examples"]) == 3),
+    "cache_dir": (lambda corpus: str(corpus.parent / "elsewhere"),
+                  lambda s, d, bs, bd, tok, tmp: any((tmp / "elsewhere").rglob("*.jsonl"))),
+    "num_proc": (2, lambda s, d, bs, bd, tok, tmp: torch.equal(train_blocks(d), train_blocks(bd))),
+    "shuffle_buffer": (1, lambda s, d, bs, bd, tok, tmp: [len(d["train"].state_dict()["buffer"])
+                                                          for _ in [d["train"].next_batch(4)]] == [1]),
+    "validation_blocks": (2, lambda s, d, bs, bd, tok, tmp: len(validation_table(d)["input_ids"]) == 2),
+}
+#: The options each mode refuses: (option, streaming).
+REFUSED = {("num_proc", True), ("shuffle_buffer", False), ("validation_blocks", False)}
+
+
+def test_the_options_table_covers_every_option_of_the_text_part(catalog):
+    options = set(catalog.get("data", "text").options_model().model_fields) - {"streaming"}
+    assert options == set(HONOURED)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+@pytest.mark.parametrize("option", sorted(HONOURED))
+def test_every_text_option_is_honoured_or_refused_in_each_mode(catalog, corpus, tmp_path, tok, option, streaming):
+    value, check = HONOURED[option]
+    value = value(corpus) if callable(value) else value
+    if (option, streaming) in REFUSED:
+        with pytest.raises(pydantic.ValidationError, match=rf"data\.{option}: {value!r} would have no effect"):
+            prepared(catalog, corpus, tmp_path, tok, streaming, **{option: value})
+        return
+    base_source, base_data = prepared(catalog, corpus, tmp_path, tok, streaming)
+    source, data = prepared(catalog, corpus, tmp_path, tok, streaming, **{option: value})
+    assert check(source, data, base_source, base_data, tok, tmp_path)
+
+
+def test_a_refused_option_is_a_config_error_at_validation_naming_the_option_and_the_mode(catalog, corpus):
+    raw = {**compose(None, []), "callbacks": [],
+           "data": {"name": "text", "paths": [str(corpus)], "streaming": True, "num_proc": 2}}
+    with pytest.raises(ConfigError, match=r"data: .*data\.num_proc: 2 would have no effect: streaming .*"
+                                          r"data\.streaming: false"):
+        validate(raw, catalog)
+
+
+@pytest.mark.parametrize("part,options,refused", [
+    ("sentences", {"max_document_tokens": 64}, "data.max_document_tokens: 64"),
+    ("sentences", {"document_mask": True}, "data.document_mask: True"),
+    ("sentences", {"source": {"name": "text", "paths": ["x.txt"], "streaming": True}}, "cannot stream"),
+    ("prompt_response", {"paths": ["x.jsonl"], "num_proc": 2}, "data.num_proc: 2"),
+    ("prompt_response", {"paths": ["x.jsonl"], "max_document_tokens": 64}, "data.max_document_tokens: 64"),
+    ("prompt_response", {"paths": ["x.jsonl"], "document_mask": True}, "data.document_mask: True"),
+])
+def test_the_other_parts_refuse_the_data_options_they_cannot_honour(catalog, part, options, refused):
+    with pytest.raises(pydantic.ValidationError, match=re.escape(refused)):
+        catalog.get("data", part).options_model()(**options)

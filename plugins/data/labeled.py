@@ -34,9 +34,9 @@ import torch
 from pydantic import Field, model_validator
 
 from hookformer.core.cleaning import CleaningChain
+from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import BuildContext, Cleaner, PartOptions, Tokenizer
-from hookformer.core.datacache import quiet_datasets
 from hookformer.plugins.data.common import cache_root, hf_cache
 from hookformer.plugins.data.tabular import record_format
 from hookformer.plugins.data.text_files import resolve_paths

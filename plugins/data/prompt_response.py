@@ -27,9 +27,9 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from hookformer.core.cleaning import CleaningChain
+from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, Cleaner, Tokenizer
-from hookformer.core.datacache import quiet_datasets
 from hookformer.plugins.data.common import DataOptions, cache_root, hf_cache, refuse_unhonoured
 from hookformer.plugins.data.tabular import read_jsonl, record_format
 from hookformer.plugins.data.text_files import resolve_paths

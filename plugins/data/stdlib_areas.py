@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import Field
 
 from hookformer.core.parts import BuildContext, PartOptions
-from hookformer.plugins.data.labeled import Examples, LabeledSource
 from hookformer.plugins.data.common import cache_root
+from hookformer.plugins.data.labeled import Examples, LabeledSource
 from hookformer.plugins.data.python_docs import corpus_file
 
 #: The areas (class names, in label-id order) and the top-level standard-library modules of each.

@@ -16,8 +16,8 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hookformer.core.errors import DataError
 from hookformer.core.datacache import quiet_datasets
+from hookformer.core.errors import DataError
 from hookformer.plugins.data.common import hf_cache
 
 #: The delimiter of each delimited format.

@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from hookformer.core.checkpoint import write_atomically
+from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
-from hookformer.core.datacache import quiet_datasets
 from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint, hf_cache, refuse_unhonoured
 from hookformer.plugins.data.pipeline import PackedSource, text_mask
 from hookformer.plugins.data.streaming import StreamFile, StreamingOptions, StreamingSource
