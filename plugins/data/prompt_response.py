@@ -92,6 +92,7 @@ class PromptResponseSource:
         self._splits = {"train": records.select(np.sort(order[n_validation:]), keep_in_memory=True),
                         "validation": records.select(np.sort(order[:n_validation]), keep_in_memory=True)}
         self.report = {"source": "prompt_response", "files": [str(path) for path in files],
+                       "bytes": sum(path.stat().st_size for path in files),
                        "records": {split: len(rows) for split, rows in self._splits.items()},
                        "block_size": self.block_size, "truncation": options.truncation,
                        "cleaning": chain.report()}
