@@ -26,11 +26,12 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from hookformer.core.cleaning import CleaningChain
 from hookformer.core.parts import BuildContext
-from hookformer.plugins.data.cleaning import CleaningChain
 from hookformer.plugins.data.common import DataOptions
-from hookformer.plugins.data.pipeline import PackedSource, read_jsonl
+from hookformer.plugins.data.pipeline import PackedSource
 from hookformer.plugins.data.python_docs import corpus_file
+from hookformer.plugins.data.tabular import read_jsonl
 from hookformer.registry.catalog import Catalog
 
 SHARD_BYTES = 20_000_000

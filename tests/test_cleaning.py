@@ -10,10 +10,11 @@ import random
 import datasets
 import numpy as np
 import pytest
+
+from hookformer.core.cleaning import CleaningChain
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.plugins.cleaners.minhash_dedup import lsh_bands
-from hookformer.plugins.data.cleaning import CleaningChain
 from hookformer.registry.catalog import Catalog
 
 
@@ -374,7 +375,7 @@ def test_the_cleaning_package_needs_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import hookformer.plugins.data.cleaning, hookformer.plugins.cleaners.minhash_dedup, "
+    code = ("import sys; import hookformer.core.cleaning, hookformer.plugins.cleaners.minhash_dedup, "
             "hookformer.plugins.cleaners.repetition_filter; print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -51,8 +51,9 @@ def corpus(tmp_path) -> dict[str, list[str]]:
 
 def source(catalog, corpus, seed: int = 0, cleaners=(), **options):
     entry = catalog.get("data", "text")
-    options = {"paths": list(corpus), "block_size": 16, "val_fraction": 0.2, "streaming": True, "shuffle_buffer": 8,
-               **options}
+    options = {"paths": list(corpus), "block_size": 16, "val_fraction": 0.2, "streaming": True, **options}
+    if options["streaming"]:  # a streaming option: map-style refuses it
+        options.setdefault("shuffle_buffer", 8)
     return entry.build(entry.options_model()(**options), BuildContext(run_dir=Path("."), seed=seed,
                                                                       cleaners=list(cleaners)))
 

@@ -1,18 +1,15 @@
-"""What every data module shares, without torch: the options every source has, the cache directory, fingerprints,
-and a quiet `datasets`."""
+"""What every data module shares, without torch: the options every source has, the cache directory and corpus
+fingerprints (``digest`` and ``quiet_datasets`` are in :mod:`hookformer.core.datacache`)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import datasets
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from hookformer.core.datacache import digest
 from hookformer.core.parts import PartOptions
 
 
@@ -34,6 +31,17 @@ class DataOptions(PartOptions):
                                   "cached (default: $HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
 
 
+def refuse_unhonoured(options: BaseModel, fields: Sequence[str], why: str, fix: str) -> None:
+    """ValueError (pydantic reports it at the options' path, so the config error names ``data``) naming each of
+    ``fields`` that ``options`` sets to something other than its default: an option that has no effect ``why`` is
+    refused rather than silently ignored; ``fix`` says what else the user can do besides removing it."""
+    unhonoured = [f"{name}: {getattr(options, name)!r}" for name in fields
+                  if getattr(options, name) != type(options).model_fields[name].default]
+    if unhonoured:
+        raise ValueError(f"data.{', data.'.join(unhonoured)} would have no effect: {why}. Remove "
+                         f"{'it' if len(unhonoured) == 1 else 'them'} from data, or {fix}")
+
+
 def cache_root(options: DataOptions) -> Path:
     """The data cache directory of ``options`` (created)."""
     if options.cache_dir:
@@ -47,27 +55,6 @@ def cache_root(options: DataOptions) -> Path:
 def hf_cache(root: Path) -> str:
     """The directory given to ``datasets`` as ``cache_dir``, so nothing lands in ~/.cache/huggingface."""
     return str(root / "hf")
-
-
-@contextlib.contextmanager
-def quiet_datasets() -> Iterator[None]:
-    """Silence datasets' progress bars and logging for the duration; restore them after (not ours to keep). Its error
-    logs go too: a failure reaches the user as our DataError, which names the file, not as a second message."""
-    bars_were_on = not datasets.are_progress_bars_disabled()
-    verbosity = datasets.logging.get_verbosity()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    try:
-        yield
-    finally:
-        datasets.logging.set_verbosity(verbosity)
-        if bars_were_on:
-            datasets.enable_progress_bars()
-
-
-def digest(*parts: object) -> str:
-    """A short stable hash of JSON-serializable parts (cache keys, fingerprints)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
 
 
 def files_fingerprint(files: Sequence[Path], **settings: object) -> str:

@@ -12,6 +12,12 @@ Labels are class names or integers; the label ids follow the sorted training lab
 the mapping depends on the training files only, never on their order. Every validation label must occur in the
 training files. Sequences longer than ``max_length`` tokens (special tokens included) are truncated and counted in
 the data report; a pair is truncated from its longer text first.
+
+Cleaning: sequence classification runs the run's ``cleaning`` steps over every record's text (and pair) after the
+split, the training records first: each text counts as a document in the report's ``cleaning`` table, edits apply to
+the text, and a record is dropped when a step removes its text or its pair. Token classification refuses a
+``cleaning`` section (a ConfigError): its records are lists of words with one tag each, and a step that edits text
+would break their alignment; clean the files before.
 """
 
 from __future__ import annotations
@@ -20,16 +26,18 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
 import datasets
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from hookformer.core.errors import DataError
-from hookformer.core.parts import BuildContext, PartOptions, Tokenizer
-from hookformer.plugins.data.pipeline import cache_root, hf_cache, quiet_datasets
+from hookformer.core.cleaning import CleaningChain
+from hookformer.core.datacache import quiet_datasets
+from hookformer.core.errors import ConfigError, DataError
+from hookformer.core.parts import BuildContext, Cleaner, PartOptions, Tokenizer
+from hookformer.plugins.data.common import cache_root, hf_cache
 from hookformer.plugins.data.tabular import record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
@@ -64,6 +72,8 @@ class LabeledOptions(PartOptions):
     space_before_words: bool = Field(True, description="token classification: tokenize each word after the first "
                                      "with a leading space, as in running text (the pieces pretraining saw); false: "
                                      "each word exactly as written")
+    report_examples: int = Field(3, ge=0, description="examples of removed text the data report keeps per cleaning "
+                                 "step (each cut to 300 characters)")
     cache_dir: str | None = Field(None, description="where `datasets` caches the parsed files (default: "
                                   "$HOOKFORMER_CACHE/data, or ~/.cache/hookformer/data)")
 
@@ -97,10 +107,21 @@ class Record:
 class LabeledSource:
     """A :class:`~hookformer.core.parts.DataSource` of labeled examples (see the module docstring): ``prepare``
     returns examples tables with ``input_ids``, ``attention_mask``, ``labels`` and, for sentence pairs with segment
-    ids, ``token_type_ids``; ``label_names`` are the class names by label id."""
+    ids, ``token_type_ids``; ``label_names`` are the class names by label id. ``cleaners`` (``ctx.cleaners``) clean the
+    texts of sequence classification (see the module docstring)."""
+
+    applies_cleaning = True
 
     def __init__(self, task: Task, splits: dict[str, Examples], label_names: list[str], *, max_length: int,
-                 segment_ids: bool = True, space_before_words: bool = True, report: dict | None = None):
+                 segment_ids: bool = True, space_before_words: bool = True, report: dict | None = None,
+                 cleaners: Sequence[Cleaner] = (), report_examples: int = 3):
+        if cleaners and task == "token_classification":
+            raise ConfigError("cleaning: the labeled data part with task token_classification cannot be cleaned: its "
+                              "records are lists of words with one tag each, and a step that edits text would break "
+                              "the alignment of words and tags. Remove the cleaning section (clean the files before), "
+                              "or use task sequence_classification")
+        chain = CleaningChain(cleaners, examples=report_examples)
+        splits = {name: clean_examples(chain, examples, name) for name, examples in splits.items()}
         self.task = task
         self.splits = splits
         self.label_names = label_names
@@ -110,7 +131,7 @@ class LabeledSource:
         counts = {name: np.bincount(np.asarray(_flat_labels(examples.labels), dtype=np.int64),
                                     minlength=len(label_names)).tolist()
                   for name, examples in splits.items()}
-        self.report = {**(report or {}), "task": task, "max_length": max_length,
+        self.report = {**(report or {}), "task": task, "max_length": max_length, "cleaning": chain.report(),
                        "examples": {name: len(examples.texts) for name, examples in splits.items()},
                        "label_names": label_names,
                        "label_counts": {name: dict(zip(label_names, c)) for name, c in counts.items()}}
@@ -134,6 +155,14 @@ class LabeledSource:
                                                                  examples.labels, self.block_size, self.segment_ids)
         self.report.update(tokenizer=tokenizer.fingerprint(), truncated=truncated)
         return tables
+
+
+def clean_examples(chain: CleaningChain, examples: Examples, split: str) -> Examples:
+    """``examples`` of sequence classification through ``chain``: texts (and pairs) cleaned, a record dropped when a
+    step removes its text or its pair. DataError when none is left."""
+    columns = [examples.texts] if examples.pairs is None else [examples.texts, examples.pairs]
+    kept, cleaned = chain.clean_records(columns, what=f"{split} record")
+    return Examples(cleaned[0], [examples.labels[i] for i in kept], None if examples.pairs is None else cleaned[1])
 
 
 def _flat_labels(labels: list) -> list[int]:
@@ -370,4 +399,5 @@ def build(options: LabeledOptions, ctx: BuildContext) -> LabeledSource:
     report = {"source": "labeled", "files": {"train": [str(p) for p in train_files],
                                              "validation": [str(p) for p in validation_files]}}
     return LabeledSource(options.task, splits, names, max_length=options.max_length,
-                         segment_ids=options.segment_ids, space_before_words=options.space_before_words, report=report)
+                         segment_ids=options.segment_ids, space_before_words=options.space_before_words, report=report,
+                         cleaners=ctx.cleaners, report_examples=options.report_examples)

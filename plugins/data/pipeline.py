@@ -1,16 +1,14 @@
-"""What the data parts share: reading JSONL through `datasets`, and the pipeline from a documents ``Dataset`` (one
-``text`` column) to packed blocks.
+"""The map-style pipeline, from a documents ``Dataset`` (one ``text`` column) to packed blocks.
 
-Pipeline: drop blank documents -> the cleaning chain (``cleaning.py``; cached) -> split by document (seeded) ->
-tokenize with ``Dataset.map``, eos after every document (or every piece of ``max_document_tokens``), cached on disk
-under a fingerprint of (content, cleaning, tokenizer, split) -> flatten each split to one token stream -> pack into
-non-overlapping (N, block_size) int64 blocks, the remainder dropped.
+Pipeline: drop blank documents -> the cleaning chain (``hookformer.core.cleaning``; cached) -> split by document
+(seeded) -> tokenize with ``Dataset.map`` through ``tokens.document_tokens`` (eos after every document, or every
+piece of ``max_document_tokens``), cached on disk under a fingerprint of (content, cleaning, tokenizer, split) ->
+flatten each split to one token stream -> ``tokens.cut_blocks`` into non-overlapping (N, block_size) int64 blocks,
+the remainder dropped. The streaming mode (``streaming.py``) goes through the same ``tokens.py`` functions.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -18,14 +16,13 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
+from hookformer.core.cleaning import CleaningChain
+from hookformer.core.datacache import digest, quiet_datasets
 from hookformer.core.errors import DataError
 from hookformer.core.parts import Cleaner, Tokenizer
-from hookformer.plugins.data.cleaning import CleaningChain
-from hookformer.plugins.data.common import (DataOptions, cache_root, digest, files_fingerprint, hf_cache,
-                                            quiet_datasets)
-from hookformer.plugins.data.packing import with_document_ids
+from hookformer.plugins.data.common import DataOptions, cache_root
+from hookformer.plugins.data.tokens import blocks_table, cut_blocks, document_tokens
 
 #: Part of every token-cache key: bump it when the tokenized or packed output of the same input changes.
 PIPELINE_VERSION = 2
@@ -38,66 +35,6 @@ def text_mask(documents: datasets.Dataset, predicate: Callable[[pa.ChunkedArray]
     batches = documents.with_format("arrow").iter(batch_size=65536)
     masks = [predicate(batch["text"]).to_numpy(zero_copy_only=False) for batch in batches]
     return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-
-
-def read_jsonl(files: Sequence[Path], text_field: str, root: Path,
-               shown_as: Sequence[Path] | None = None) -> datasets.Dataset:
-    """JSON Lines files -> a Dataset with one ``text`` column holding each record's ``text_field``.
-
-    ``shown_as`` names the files in error messages when ``files`` are stand-ins (UTF-8-repaired copies).
-    """
-    shown_as = shown_as or files
-    try:
-        with quiet_datasets():
-            loaded = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train",
-                                          cache_dir=hf_cache(root))
-    except (datasets.exceptions.DatasetGenerationError, pa.ArrowInvalid, ValueError) as exc:
-        raise DataError(_first_bad_record(shown_as, text_field) or f"cannot read the JSONL files "
-                        f"{', '.join(map(str, shown_as))}: {exc}") from exc
-    column_type = loaded.data.schema.field(text_field).type if text_field in loaded.column_names else pa.null()
-    is_text = pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
-    if not is_text or loaded.data[text_field].null_count:
-        raise DataError(_first_bad_record(shown_as, text_field)
-                        or f'some records of {", ".join(map(str, shown_as))} have no text field "{text_field}" '
-                           f"(data.text_field)")
-    loaded = loaded.select_columns([text_field])
-    return loaded if text_field == "text" else loaded.rename_column(text_field, "text")
-
-
-def _first_bad_record(files: Sequence[Path], text_field: str) -> str | None:
-    """Error path only: find the first record that is not JSON or lacks a string ``text_field``, by file and line."""
-    for path in files:
-        with open(path, "rb") as handle:
-            for line_number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}, line {line_number}"
-                try:
-                    record = json.loads(line.decode("utf-8", errors="replace"))
-                except ValueError as exc:
-                    return f"{where}: not valid JSON ({exc})"
-                if not isinstance(record, dict) or text_field not in record:
-                    return (f'{where}: the record has no field "{text_field}"; set data.text_field to the field '
-                            f"that holds the text")
-                if not isinstance(record[text_field], str):
-                    return (f'{where}: field "{text_field}" (data.text_field) holds '
-                            f"{type(record[text_field]).__name__}, not text")
-    return None
-
-
-def token_lists(encoded: list[list[int]], eos: int, cut: int | None = None) -> pa.ListArray:
-    """Tokenized documents as one Arrow list of int32 per document, with ``eos`` after each document, or after each
-    piece of at most ``cut`` tokens (an empty document is a lone ``eos``). Built with numpy from the flat ids."""
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum()))
-    pieces = np.ones_like(lengths) if cut is None else np.maximum(1, -(-lengths // cut))
-    offsets = np.concatenate([[0], np.cumsum(lengths + pieces)])
-    # A token's place: its document's start, its index in the document, plus the eos of the pieces before it.
-    index = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    place = np.repeat(offsets[:-1], lengths) + index + (index // cut if cut is not None else 0)
-    values = np.full(offsets[-1], eos, dtype=np.int32)
-    values[place] = flat
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
 
 
 def _non_blank(texts: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -114,6 +51,8 @@ class PackedSource:
     token cache under both plus the tokenizer's and the split. ``report`` starts with what the part read and gains
     the cleaning counts and the split, token and block counts.
     """
+
+    applies_cleaning = True
 
     def __init__(self, documents: datasets.Dataset, *, files: Sequence[Path], fingerprint: str,
                  options: DataOptions, seed: int, report: dict, cleaners: Sequence[Cleaner] = ()):
@@ -169,18 +108,17 @@ class PackedSource:
             stream, hits[split] = self._token_stream(split, tokenizer)
             tokens[split] = len(stream)
             pieces[split] = int(np.count_nonzero(stream == tokenizer.special.eos))
-            blocks[split] = self._pack(split, stream)
+            blocks[split] = self._blocks(split, stream)
         self.report.update(
             tokenizer=tokenizer.fingerprint(),
             tokens=tokens,
             blocks={split: len(packed) for split, packed in blocks.items()},
-            tokens_dropped={split: tokens[split] - blocks[split].numel() for split in blocks},
+            tokens_dropped={split: tokens[split] - blocks[split].size for split in blocks},
             pieces=pieces,  # documents, or more with max_document_tokens: every piece ends with eos
             cache_hit=hits,
         )
-        if self._options.document_mask:
-            return {split: with_document_ids(packed, tokenizer.special.eos) for split, packed in blocks.items()}
-        return blocks
+        eos, mask = tokenizer.special.eos, self._options.document_mask
+        return {split: blocks_table(packed, eos, mask) for split, packed in blocks.items()}
 
     def _token_stream(self, split: str, tokenizer: Tokenizer) -> tuple[np.ndarray, bool]:
         """The split's documents as one token stream, eos after each; and whether it came from the cache."""
@@ -194,8 +132,7 @@ class PackedSource:
         cut = self._options.max_document_tokens
 
         def encode(batch: pa.Table) -> pa.Table:
-            encoded = tokenizer.encode_batch(batch.column("text").to_pylist())
-            return pa.table({"input_ids": token_lists(encoded, eos, cut)})
+            return pa.table({"input_ids": document_tokens(tokenizer, batch.column("text").to_pylist(), cut)})
 
         docs = self._splits[split]
         with quiet_datasets():
@@ -210,13 +147,12 @@ class PackedSource:
         stream = pc.list_flatten(tokenized.data.column("input_ids")).to_numpy()
         return stream, hit
 
-    def _pack(self, split: str, stream: np.ndarray) -> torch.Tensor:
-        n_blocks = len(stream) // self.block_size
-        if n_blocks == 0:
+    def _blocks(self, split: str, stream: np.ndarray) -> np.ndarray:
+        blocks, _ = cut_blocks(stream, self.block_size)  # the remainder is dropped
+        if not len(blocks):
             more = "data.val_fraction larger, " if split == "validation" else ""
             raise DataError(
                 f"the {split} split has {len(stream)} tokens, fewer than one block of data.block_size="
                 f"{self.block_size}: set data.block_size below {len(stream)}, or make {more}the corpus larger"
             )
-        packed = stream[: n_blocks * self.block_size].astype(np.int64).reshape(n_blocks, self.block_size)
-        return torch.from_numpy(packed)
+        return blocks

@@ -10,22 +10,28 @@ An example longer than the block is cut (``truncation``): ``prompt_start`` drops
 response is cut at its end only when it alone is longer than the block), ``end`` drops the end of the sequence; an
 example left with no response token is dropped. The report counts both. Records are split into training and
 validation by a seeded shuffle.
+
+Cleaning: the run's ``cleaning`` steps run over every record's prompt and response (as read, before the templates),
+before the split; each field counts as a document in the report's ``cleaning`` table, edits apply to the field, and a
+record is dropped when a step removes either of its fields.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
 import datasets
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from hookformer.core.cleaning import CleaningChain
+from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
-from hookformer.core.parts import BuildContext, Tokenizer
-from hookformer.plugins.data.pipeline import DataOptions, cache_root, hf_cache, quiet_datasets, read_jsonl
-from hookformer.plugins.data.tabular import record_format
+from hookformer.core.parts import BuildContext, Cleaner, Tokenizer
+from hookformer.plugins.data.common import DataOptions, cache_root, hf_cache, refuse_unhonoured
+from hookformer.plugins.data.tabular import read_jsonl, record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
 IGNORE = -100
@@ -55,23 +61,41 @@ class PromptResponseOptions(DataOptions):
             raise ValueError(f"the template must contain {placeholder}")
         return value
 
+    @model_validator(mode="after")
+    def _honoured(self):
+        refuse_unhonoured(self, ["num_proc", "max_document_tokens", "document_mask"], "each record is one padded "
+                          "example, tokenized in this process and cut by data.truncation", "use data name: text for "
+                          "packed documents")
+        return self
+
 
 class PromptResponseSource:
-    """A :class:`~hookformer.core.parts.DataSource` of prompt/response examples."""
+    """A :class:`~hookformer.core.parts.DataSource` of prompt/response examples; ``cleaners`` (``ctx.cleaners``) clean
+    both fields of every record (see the module docstring)."""
 
-    def __init__(self, records: datasets.Dataset, options: PromptResponseOptions, files: list[Path], seed: int):
+    applies_cleaning = True
+
+    def __init__(self, records: datasets.Dataset, options: PromptResponseOptions, files: list[Path], seed: int,
+                 cleaners: Sequence[Cleaner] = ()):
         self.block_size = options.block_size
         self._options = options
+        chain = CleaningChain(cleaners, examples=options.report_examples)
+        if chain.steps:
+            _, (prompts, responses) = chain.clean_records([records["prompt"], records["response"]])
+            records = datasets.Dataset.from_dict({"prompt": prompts, "response": responses})
         if len(records) < 2:
-            raise DataError(f"{', '.join(map(str, files))} hold {len(records)} record(s): at least two are needed, "
-                            f"one for training and one for validation")
+            cleaned = " after cleaning" if chain.steps else ""
+            raise DataError(f"{', '.join(map(str, files))} hold {len(records)} record(s){cleaned}: at least two are "
+                            f"needed, one for training and one for validation")
         order = np.random.default_rng(seed).permutation(len(records))
         n_validation = max(1, round(len(records) * options.val_fraction))
         self._splits = {"train": records.select(np.sort(order[n_validation:]), keep_in_memory=True),
                         "validation": records.select(np.sort(order[:n_validation]), keep_in_memory=True)}
         self.report = {"source": "prompt_response", "files": [str(path) for path in files],
+                       "bytes": sum(path.stat().st_size for path in files),
                        "records": {split: len(rows) for split, rows in self._splits.items()},
-                       "block_size": self.block_size, "truncation": options.truncation}
+                       "block_size": self.block_size, "truncation": options.truncation,
+                       "cleaning": chain.report()}
 
     def _texts(self, split: str) -> tuple[list[str], list[str]]:
         rows = self._splits[split]
@@ -165,4 +189,4 @@ def build(options: PromptResponseOptions, ctx: BuildContext) -> PromptResponseSo
     parts = [read_records(path, record_format(path, options.format), options, root) for path in files]
     records = datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_dict(
         {"prompt": [], "response": []})
-    return PromptResponseSource(records, options, files, ctx.seed)
+    return PromptResponseSource(records, options, files, ctx.seed, ctx.cleaners)

@@ -26,7 +26,8 @@ from hookformer.core.checkpoint import write_atomically
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint
-from hookformer.plugins.data.pipeline import PackedSource, read_jsonl
+from hookformer.plugins.data.pipeline import PackedSource
+from hookformer.plugins.data.tabular import read_jsonl
 
 #: Part of the corpus file name: bump it when extraction changes, so cached corpora are rebuilt.
 CORPUS_VERSION = 1

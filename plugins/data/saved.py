@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from hookformer.core.parts import BuildContext
-from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint
+from hookformer.plugins.data.common import DataOptions, files_fingerprint
 from hookformer.plugins.data.pipeline import PackedSource
 from hookformer.plugins.data.tabular import read_saved
 

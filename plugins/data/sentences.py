@@ -28,12 +28,13 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, Tokenizer
 from hookformer.plugins.data import python_docs, text_files
-from hookformer.plugins.data.pipeline import DataOptions, PackedSource
+from hookformer.plugins.data.common import DataOptions, refuse_unhonoured
+from hookformer.plugins.data.pipeline import PackedSource
 
 IGNORE = -100
 #: The data parts that can provide documents: options model and factory of each.
@@ -83,12 +84,25 @@ class SentencesOptions(DataOptions):
         shared = sorted(set(options) & set(DataOptions.model_fields))
         if shared:
             raise ValueError(f"set {', '.join(shared)} on data itself, not on data.source")
+        if options.get("streaming"):
+            raise ValueError("streaming: sentence examples are built from the whole split of documents (nsp draws "
+                             "its second sentences from any document of it), so data.source cannot stream; remove "
+                             "streaming from data.source")
         model, _ = SOURCES[name]
         return {"name": name, **model.model_validate(options).model_dump(exclude=set(DataOptions.model_fields))}
+
+    @model_validator(mode="after")
+    def _honoured(self):
+        refuse_unhonoured(self, ["max_document_tokens", "document_mask"], "sentence examples are cut at sentence "
+                          "boundaries and padded, one span of a document per example", "use data name: text for "
+                          "packed blocks")
+        return self
 
 
 class SentenceSource:
     """A :class:`~hookformer.core.parts.DataSource` of sentence-level examples over another part's documents."""
+
+    applies_cleaning = True  # the documents part cleans them (PackedSource)
 
     def __init__(self, documents: PackedSource, options: SentencesOptions, seed: int):
         self.block_size = options.block_size

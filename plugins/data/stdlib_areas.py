@@ -5,6 +5,7 @@ and functions, parsed with ``ast``), labeled with the area of the library its mo
 Modules outside the mapping (GUI, packaging, importing and introspection, ...) are left out; the data report counts
 them. Docstrings are split into training and validation at random (seeded), so sibling docstrings of one module can
 land on both sides: the task is recognizing an area's vocabulary and subject, not generalizing to unseen modules.
+The run's ``cleaning`` steps clean the docstrings as for ``labeled`` (after the split, training first).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 from pydantic import Field
 
 from hookformer.core.parts import BuildContext, PartOptions
+from hookformer.plugins.data.common import cache_root
 from hookformer.plugins.data.labeled import Examples, LabeledSource
-from hookformer.plugins.data.pipeline import cache_root
 from hookformer.plugins.data.python_docs import corpus_file
 
 #: The areas (class names, in label-id order) and the top-level standard-library modules of each.
@@ -69,4 +70,4 @@ def build(options: StdlibAreasOptions, ctx: BuildContext) -> LabeledSource:
     report = {"source": "stdlib_areas", "corpus": str(path), "extraction_seconds": seconds,
               "docstrings": {"read": len(records), "outside_the_areas": len(records) - len(labeled)}}
     return LabeledSource("sequence_classification", splits, list(AREAS), max_length=options.max_length,
-                         report=report)
+                         report=report, cleaners=ctx.cleaners)

@@ -2,8 +2,9 @@
 (``load_dataset(..., streaming=True)``), a batch of documents at a time, and never held in memory as a whole.
 
 documents, file by file -> blank ones dropped -> the cleaning chain -> held out or not, by a hash of the text ->
-tokenized in batches, eos after every document -> cut into blocks of ``block_size`` -> a seeded shuffle buffer of
-``shuffle_buffer`` blocks -> training batches.
+tokenized in batches, eos after every document (or every piece of ``max_document_tokens``) -> cut into blocks of
+``block_size`` -> a seeded shuffle buffer of ``shuffle_buffer`` blocks -> training batches. Tokenizing, cutting and
+the blocks' ``document_ids`` go through ``tokens.py``, the functions the map-style pipeline uses.
 
 - Validation: a document is held out when a hash of its (cleaned) text falls below ``val_fraction``: the same
   documents are held out in every run over the corpus, whatever the seed, and copies of a document fall on the same
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,11 +34,14 @@ import pyarrow as pa
 import torch
 from pydantic import Field
 
+from hookformer.core.cleaning import CleaningChain
+from hookformer.core.datacache import digest, quiet_datasets
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import PartOptions, Tokenizer
-from hookformer.plugins.data.cleaning import CleaningChain
-from hookformer.plugins.data.packing import with_document_ids
-from hookformer.plugins.data.pipeline import _first_bad_record, cache_root, digest, hf_cache, quiet_datasets
+from hookformer.core.sampler import as_table
+from hookformer.plugins.data.common import cache_root, hf_cache
+from hookformer.plugins.data.tabular import first_bad_record
+from hookformer.plugins.data.tokens import blocks_table, cut_blocks, token_stream
 
 #: Documents read, cleaned and tokenized at a time: the granularity of the reading position, and a bound on the
 #: tokens a checkpoint holds besides the shuffle buffer.
@@ -116,7 +119,7 @@ class DocumentReader:
         if column is None or not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type) \
                 or column.null_count:
             shown = [f.path for f in group]
-            raise DataError(_first_bad_record(shown, field) or f'some records of {", ".join(map(str, shown))} have no '
+            raise DataError(first_bad_record(shown, field) or f'some records of {", ".join(map(str, shown))} have no '
                             f'text field "{field}" (data.text_field)')
         return column.to_pylist()
 
@@ -129,7 +132,7 @@ class DocumentReader:
             if not group[0].jsonl:
                 raise
             shown = [f.path for f in group]
-            raise DataError(_first_bad_record(shown, self.options.text_field)
+            raise DataError(first_bad_record(shown, self.options.text_field)
                             or f"cannot read the JSONL files {', '.join(map(str, shown))}: {exc}") from exc
 
     def state_dict(self) -> dict:
@@ -147,6 +150,8 @@ class StreamingSource:
     and a :class:`BlockStream` of training batches. ``cleaners`` is the run's cleaning chain; a step that keeps
     state across documents must have ``state_dict()`` and ``load_state_dict()``, so that the stream can resume and
     restart it exactly."""
+
+    applies_cleaning = True
 
     def __init__(self, files: list[StreamFile], *, options, cleaners: list, seed: int):
         self.block_size = options.block_size
@@ -198,22 +203,20 @@ class StreamingSource:
         return [text for text in self.chain.clean_batch(texts) if held_out(text, fraction) == validation]
 
     def tokens(self, documents: list[str], tokenizer: Tokenizer) -> np.ndarray:
-        """The token ids of ``documents``, eos after each, as one int32 array."""
-        ids = tokenizer.encode_batch(documents)
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32)
-        return np.insert(flat, np.cumsum([len(doc) for doc in ids]), tokenizer.special.eos)
+        """The token ids of ``documents`` as one int32 stream (see ``tokens.token_stream``)."""
+        return token_stream(tokenizer, documents, self.options.max_document_tokens)
 
-    def table(self, blocks: torch.Tensor, tokenizer: Tokenizer) -> dict[str, torch.Tensor]:
+    def table(self, blocks: np.ndarray, tokenizer: Tokenizer) -> dict[str, torch.Tensor]:
         """The examples table of packed ``blocks``: with ``document_mask``, their ``document_ids`` too."""
-        if self.options.document_mask:
-            return with_document_ids(blocks, tokenizer.special.eos)
-        return {"input_ids": blocks}
+        return as_table(blocks_table(blocks, tokenizer.special.eos, self.options.document_mask))
 
     def fingerprint(self, tokenizer: Tokenizer) -> str:
         """What decides the stream: the files (names and sizes, in order), the options that shape documents and
         blocks, and the tokenizer. A stream's state is valid only for the same fingerprint."""
+        # exclude_none: a max_document_tokens left unset keeps the fingerprints of streams saved before it existed.
         options = self.options.model_dump(include={"format", "text_field", "sample_by", "invalid_utf8", "block_size",
-                                                    "val_fraction", "shuffle_buffer", "document_mask"})
+                                                    "val_fraction", "shuffle_buffer", "document_mask",
+                                                    "max_document_tokens"}, exclude_none=True)
         return digest([(f.path.name, f.path.stat().st_size) for f in self._files], options, self.chain.fingerprint(),
                       tokenizer.fingerprint())
 
@@ -242,7 +245,9 @@ class StreamingSource:
                 pieces.append(self.tokens(held, tokenizer))
                 tokens += len(pieces[-1])
                 documents += len(held)
-        n_blocks = min(tokens // self.block_size, self.options.validation_blocks)
+        blocks, _ = cut_blocks(np.concatenate(pieces) if pieces else np.zeros(0, np.int32), self.block_size,
+                               self.options.validation_blocks)
+        n_blocks = len(blocks)
         self.report["validation"] = {"documents": documents, "tokens": tokens, "blocks": n_blocks,
                                      "documents_read": read, "whole_corpus_read": tokens < cap}
         if n_blocks == 0:
@@ -250,8 +255,6 @@ class StreamingSource:
                 f"the held-out validation documents have {tokens} tokens, fewer than one block of data.block_size="
                 f"{self.block_size} ({documents} of the {read} documents of the corpus are held out, by a hash of "
                 f"their text): set data.block_size below {tokens}, or make data.val_fraction or the corpus larger")
-        stream = np.concatenate(pieces)[: n_blocks * self.block_size]
-        blocks = torch.from_numpy(stream.astype(np.int64).reshape(n_blocks, self.block_size))
         return self.table(blocks, tokenizer)
 
 
@@ -276,7 +279,7 @@ class BlockStream:
 
     def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         blocks = np.stack([self._next_block() for _ in range(batch_size)])
-        return self._source.table(torch.from_numpy(blocks.astype(np.int64)), self._tokenizer)
+        return self._source.table(blocks, self._tokenizer)
 
     def _next_block(self) -> np.ndarray:
         """Fill the buffer first; then every new block takes the place of one drawn at random."""
@@ -295,7 +298,7 @@ class BlockStream:
         size = self._source.block_size
         while len(self._tail) < size:
             self._read()
-        block, self._tail = self._tail[:size], self._tail[size:]
+        (block,), self._tail = cut_blocks(self._tail, size, max_blocks=1)
         return block
 
     def _read(self) -> None:

@@ -1,5 +1,5 @@
-"""Reading tables: CSV, TSV and Parquet files, and datasets saved with `datasets`' ``save_to_disk``, each down to one
-``text`` column taken from the column the config names (``text_field``).
+"""Reading tables: CSV, TSV, Parquet and JSON Lines files, and datasets saved with `datasets`' ``save_to_disk``, each
+down to one ``text`` column taken from the column the config names (``text_field``).
 
 Every file's columns are checked before anything is loaded, so a missing column is reported with the file and the
 columns it has, and a file that cannot be read (permissions, a corrupt Parquet footer) is named.
@@ -8,6 +8,7 @@ columns it has, and a file that cannot be read (permissions, a corrupt Parquet f
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -15,8 +16,9 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
-from hookformer.plugins.data.common import hf_cache, quiet_datasets
+from hookformer.plugins.data.common import hf_cache
 
 #: The delimiter of each delimited format.
 DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -149,3 +151,48 @@ def record_format(path: Path, option: str) -> str:
         raise DataError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; name the file .csv, .tsv "
                         f"or .jsonl, or set data.format")
     return RECORD_FORMATS[path.suffix.lower()]
+
+
+def read_jsonl(files: Sequence[Path], text_field: str, root: Path,
+               shown_as: Sequence[Path] | None = None) -> datasets.Dataset:
+    """JSON Lines files -> a Dataset with one ``text`` column holding each record's ``text_field``.
+
+    ``shown_as`` names the files in error messages when ``files`` are stand-ins (UTF-8-repaired copies).
+    """
+    shown_as = shown_as or files
+    try:
+        with quiet_datasets():
+            loaded = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train",
+                                          cache_dir=hf_cache(root))
+    except (datasets.exceptions.DatasetGenerationError, pa.ArrowInvalid, ValueError) as exc:
+        raise DataError(first_bad_record(shown_as, text_field) or f"cannot read the JSONL files "
+                        f"{', '.join(map(str, shown_as))}: {exc}") from exc
+    column_type = loaded.data.schema.field(text_field).type if text_field in loaded.column_names else pa.null()
+    is_text = pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
+    if not is_text or loaded.data[text_field].null_count:
+        raise DataError(first_bad_record(shown_as, text_field)
+                        or f'some records of {", ".join(map(str, shown_as))} have no text field "{text_field}" '
+                           f"(data.text_field)")
+    loaded = loaded.select_columns([text_field])
+    return loaded if text_field == "text" else loaded.rename_column(text_field, "text")
+
+
+def first_bad_record(files: Sequence[Path], text_field: str) -> str | None:
+    """Error path only: find the first record that is not JSON or lacks a string ``text_field``, by file and line."""
+    for path in files:
+        with open(path, "rb") as handle:
+            for line_number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}, line {line_number}"
+                try:
+                    record = json.loads(line.decode("utf-8", errors="replace"))
+                except ValueError as exc:
+                    return f"{where}: not valid JSON ({exc})"
+                if not isinstance(record, dict) or text_field not in record:
+                    return (f'{where}: the record has no field "{text_field}"; set data.text_field to the field '
+                            f"that holds the text")
+                if not isinstance(record[text_field], str):
+                    return (f'{where}: field "{text_field}" (data.text_field) holds '
+                            f"{type(record[text_field]).__name__}, not text")
+    return None

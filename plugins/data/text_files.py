@@ -20,15 +20,16 @@ from typing import Literal, Sequence
 import datasets
 import numpy as np
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hookformer.core.checkpoint import write_atomically
+from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext
-from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint, hf_cache, quiet_datasets
-from hookformer.plugins.data.pipeline import PackedSource, read_jsonl, text_mask
+from hookformer.plugins.data.common import DataOptions, cache_root, files_fingerprint, hf_cache, refuse_unhonoured
+from hookformer.plugins.data.pipeline import PackedSource, text_mask
 from hookformer.plugins.data.streaming import StreamFile, StreamingOptions, StreamingSource
-from hookformer.plugins.data.tabular import read_delimited, read_parquet
+from hookformer.plugins.data.tabular import read_delimited, read_jsonl, read_parquet
 
 Format = Literal["text", "jsonl", "csv", "tsv", "parquet"]
 #: The format ``format: auto`` gives a file by its suffix; any other suffix is text.
@@ -58,6 +59,19 @@ class TextFilesOptions(StreamingOptions, DataOptions):
         "replace", description="bytes that are not valid UTF-8: replace = they become U+FFFD; skip = documents "
         "containing them (or any U+FFFD) are dropped; error = stop, naming the file and line of the first one. "
         "The data report counts them in every mode")
+
+    @model_validator(mode="after")
+    def _honoured_in_this_mode(self):
+        """Every option works in both modes except these, refused in the mode that cannot honour them (the file
+        formats streaming cannot read are refused when the files are known: see ``build``)."""
+        if self.streaming:
+            refuse_unhonoured(self, ["num_proc"], "streaming reads, cleans and tokenizes a batch at a time in the "
+                              "training process", "set data.streaming: false to clean and tokenize in processes")
+        else:
+            refuse_unhonoured(self, ["shuffle_buffer", "validation_blocks"], "they are options of streaming mode "
+                              "(map-style data draws batches from a permutation of every block and validates on "
+                              "every held-out block)", "set data.streaming: true")
+        return self
 
 
 @dataclass(frozen=True)

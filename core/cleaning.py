@@ -1,13 +1,22 @@
-"""The cleaning chain: a run's ``cleaning`` steps (``BuildContext.cleaners``) applied to its documents, counting what
-each step kept, removed and changed. Every built-in source cleans through it (``PackedSource``), and so can any other
-source: it only relies on the :class:`~hookformer.core.parts.Cleaner` protocol.
+"""The cleaning chain: a run's ``cleaning`` steps (``BuildContext.cleaners``, built in config order) applied to a
+data part's documents, counting what each step kept, removed and changed. It is the engine's public API for cleaning:
+a data part, built-in or third-party, builds ``CleaningChain(ctx.cleaners, examples=...)`` and runs its texts
+through it; it only relies on the :class:`~hookformer.core.parts.Cleaner` protocol.
+
+``applies_cleaning``: a data source object whose part runs its texts through the chain sets the class attribute
+``applies_cleaning = True`` and puts ``chain.report()`` in its data report as ``report["cleaning"]`` (what
+``hookformer data`` prints). The engine refuses a non-empty ``cleaning:`` section for a data part whose built source
+does not declare it, rather than letting the steps go silently unapplied. Every built-in data part declares it.
 
 Two ways to run the same chain, with the same rules and the same counts:
 
 - ``chain.apply(documents, ...)``: a documents ``Dataset`` (one ``text`` column) -> the cleaned ``Dataset``, cached
   on disk under a fingerprint of the source and every step, so a second run reads the result instead of cleaning;
 - ``chain.clean_batch(texts)``: a list of texts -> the texts kept, cleaned; for sources that stream their documents
-  batch by batch (call ``chain.check_kept_some()`` once the stream ends).
+  batch by batch (call ``chain.check_kept_some()`` once the stream ends);
+- ``chain.clean_records(columns)``: records of one or more text fields (a text and its pair, a prompt and its
+  response) -> the records kept, every field cleaned; each field is one document of the counts, and a record is
+  dropped when a step removes any of its fields.
 
 Rules: steps run in the order of the list. A step returns one text per document, or None to remove it; a text that
 is empty or only whitespace also counts as removed by that step, so the steps after it never see blank documents.
@@ -27,9 +36,9 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
+from hookformer.core.datacache import digest, quiet_datasets
 from hookformer.core.errors import DataError
 from hookformer.core.parts import Cleaner
-from hookformer.plugins.data.common import digest, quiet_datasets
 
 #: Part of every cleaned-documents cache key: bump it when the chain's output or its trace columns change.
 CHAIN_VERSION = 1
@@ -118,6 +127,25 @@ class CleaningChain:
         self._count(sizes, changed, lambda rows: [texts[i] for i in rows])
         return [text for text in cleaned if text is not None]
 
+    def clean_records(self, columns: Sequence[Sequence[str]], what: str = "record") -> tuple[np.ndarray,
+                                                                                             list[list[str]]]:
+        """Records made of ``columns`` (one list of texts per field, aligned): the indices of the records whose every
+        field every step keeps, and each column's cleaned texts of those records; the counts grow by every field.
+        Raises DataError naming the step when records came in and none is kept (``what`` names a record)."""
+        n = len(columns[0]) if columns else 0
+        if not self.steps or not n:
+            return np.arange(n), [list(column) for column in columns]
+        texts = [text for column in columns for text in column]
+        cleaned, sizes, changed = run_steps(self.steps, texts)
+        self._count(sizes, changed, lambda rows: [texts[i] for i in rows])
+        whole = (sizes.reshape(len(columns), n, -1) >= 0).all(axis=0)  # (records, steps + 1): every field still in
+        kept = np.flatnonzero(whole[:, -1])
+        if n and not len(kept):
+            last = int(np.flatnonzero(~whole[:, 1:].any(axis=0))[0])  # the first step after which no record is whole
+            raise DataError(self._removed_everything(last, f"{what}: after step cleaning.{last} ({self.names[last]}) "
+                                                           f"none of the {n} has all its fields left"))
+        return kept, [[cleaned[c * n + i] for i in kept] for c in range(len(columns))]
+
     # -- a whole Dataset ------------------------------------------------------------------------------------------
     def apply(self, documents: datasets.Dataset, *, source_fingerprint: str, cache_dir: Path,
               num_proc: int = 1) -> datasets.Dataset:
@@ -188,12 +216,15 @@ class CleaningChain:
         if not self.steps or self._counts[0, _DOCS_IN] == 0 or self._counts[-1, _DOCS_KEPT] > 0:
             return
         last = max(k for k in range(len(self.steps)) if self._counts[k, _DOCS_REMOVED])
+        raise DataError(self._removed_everything(
+            last, f"document: step cleaning.{last} ({self.names[last]}) removed the last "
+                  f"{self._counts[last, _DOCS_REMOVED]} of the {self._counts[0, _DOCS_IN]} that entered the chain"))
+
+    def _removed_everything(self, last: int, what: str) -> str:
         counts = ", ".join(f"{name} {self._counts[k, _DOCS_KEPT]}" for k, name in enumerate(self.names))
-        raise DataError(
-            f"cleaning removed every document: step cleaning.{last} ({self.names[last]}) removed the last "
-            f"{self._counts[last, _DOCS_REMOVED]} of the {self._counts[0, _DOCS_IN]} that entered the chain "
-            f"(documents kept after each step: {counts}). Loosen the options of cleaning.{last} or take it out of "
-            f"the cleaning list; `hookformer data` shows examples of what each step removes.")
+        return (f"cleaning removed every {what} (documents kept after each step: {counts}). Loosen the options of "
+                f"cleaning.{last} or take it out of the cleaning list; `hookformer data` shows examples of what each "
+                f"step removes.")
 
 
 def _list_column(trace: datasets.Dataset, name: str, width: int) -> np.ndarray:
