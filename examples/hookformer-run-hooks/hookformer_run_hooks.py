@@ -70,14 +70,17 @@ class TensorBoard:
         self.write(record)
 
     @hookimpl
+    def hookformer_checkpoint_saved(self) -> None:
+        self.writer.flush()  # what a checkpoint holds is also in the event files, should the run be killed
+
+    @hookimpl
     def hookformer_run_end(self) -> None:
         self.writer.close()
 
     def write(self, record: dict) -> None:
         for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
+            if key != "step" and isinstance(value, (int, float)):  # grad_norm is null without clipping
                 self.writer.add_scalar(key, value, record["step"])
-        self.writer.flush()
 
 
 @hookimpl
