@@ -126,3 +126,19 @@ def tok(catalog):
 
     entry = catalog.get("tokenizer", "byte")
     return entry.build(entry.options_model()(), BuildContext(run_dir=Path(".")))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Data caches of the session's own, never the user's (HOOKFORMER_CACHE)."""
+    monkeypatch.setenv("HOOKFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def docs_corpus(tmp_path_factory) -> Path:
+    """A small text corpus: the first 40 language reference topics of the Python documentation."""
+    from pydoc_data.topics import topics
+
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n\n".join(topics[name] for name in sorted(topics)[:40]), encoding="utf-8")
+    return path

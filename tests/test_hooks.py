@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from pydoc_data.topics import topics
 
 import pytest
 import torch
@@ -31,24 +30,12 @@ from hookformer.registry.catalog import Catalog
 RUN_HOOKS = Path(__file__).resolve().parents[1] / "examples" / "hookformer-run-hooks"
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("HOOKFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(topics[name] for name in sorted(topics)[:60]), encoding="utf-8")
-    return path
-
-
-def raw_config(corpus: Path, **sections) -> dict:
+def raw_config(docs_corpus: Path, **sections) -> dict:
     train = {"max_steps": 4, "batch_size": 4, "eval_every": 2, "eval_batches": 2, "log_every": 1,
              "checkpoint_every": 2, "sample_tokens": 0, "progress": False, "device": "cpu",
              **sections.pop("train", {})}
     return {
-        "data": {"name": "text", "paths": [str(corpus)], "block_size": 32},
+        "data": {"name": "text", "paths": [str(docs_corpus)], "block_size": 32},
         "tokenizer": {"name": "byte"},
         "model": {"name": "transformer", "n_layer": 2, "n_head": 2, "d_model": 32},
         "scheduler": {"name": "constant", "warmup_steps": 0},
@@ -114,8 +101,8 @@ class Recorder:
 # --- one assembly path ------------------------------------------------------------------------------------------
 
 
-def test_run_events_arrive_in_order_with_a_read_only_view_of_the_run(tmp_path, corpus):
-    run = Run(config_of(tmp_path, raw_config(corpus)), tmp_path / "run")
+def test_run_events_arrive_in_order_with_a_read_only_view_of_the_run(tmp_path, docs_corpus):
+    run = Run(config_of(tmp_path, raw_config(docs_corpus)), tmp_path / "run")
     recorder = Recorder()
     run.assembly.register(recorder)
     run.train()
@@ -127,9 +114,9 @@ def test_run_events_arrive_in_order_with_a_read_only_view_of_the_run(tmp_path, c
     ]
 
 
-def test_a_build_wrapper_sees_every_part_of_every_stage_nested_ones_included(tmp_path, corpus):
+def test_a_build_wrapper_sees_every_part_of_every_stage_nested_ones_included(tmp_path, docs_corpus):
     objective = {"name": "combined", "objectives": [{"name": "clm"}]}
-    config = config_of(tmp_path, raw_config(corpus, objective=objective, cleaning=["whitespace"]))
+    config = config_of(tmp_path, raw_config(docs_corpus, objective=objective, cleaning=["whitespace"]))
     assembly = Assembly(config, tmp_path / "run")
     recorder = Recorder()
     assembly.register(recorder)
@@ -144,8 +131,8 @@ def test_a_build_wrapper_sees_every_part_of_every_stage_nested_ones_included(tmp
     ]
 
 
-def test_evaluate_and_generate_build_the_model_on_the_capability_checked_kernel(tmp_path, corpus, monkeypatch):
-    config = config_of(tmp_path, raw_config(corpus))
+def test_evaluate_and_generate_build_the_model_on_the_capability_checked_kernel(tmp_path, docs_corpus, monkeypatch):
+    config = config_of(tmp_path, raw_config(docs_corpus))
     Run(config, tmp_path / "run").train()
     _, model = load_trained(tmp_path / "run", config)
     assert all(isinstance(block.attn.attention, CheckedKernel) for block in model.blocks)
@@ -157,33 +144,33 @@ def test_evaluate_and_generate_build_the_model_on_the_capability_checked_kernel(
     assert scored and all(isinstance(block.attn.attention, CheckedKernel) for block in scored[0].blocks)
 
 
-def test_checkpoints_store_the_model_shapes_and_a_resumed_or_fine_tuned_model_takes_them(tmp_path, corpus):
-    Run(config_of(tmp_path, raw_config(corpus)), tmp_path / "run").train()
+def test_checkpoints_store_the_model_shapes_and_a_resumed_or_fine_tuned_model_takes_them(tmp_path, docs_corpus):
+    Run(config_of(tmp_path, raw_config(docs_corpus)), tmp_path / "run").train()
     manifest = json.loads((tmp_path / "run" / "checkpoints" / "step_000004" / "manifest.json").read_text())
     assert manifest["shapes"] == {"vocab_size": 263, "max_seq_len": 32}
     # Fine-tuning on data cut into shorter blocks still builds the pretrained position table.
-    raw = raw_config(corpus, train={"init_from": str(tmp_path / "run")})
+    raw = raw_config(docs_corpus, train={"init_from": str(tmp_path / "run")})
     raw["data"]["block_size"] = 16
     finetuned = Run(config_of(tmp_path, raw), tmp_path / "finetuned")
     assert finetuned.model.max_seq_len == 32 and finetuned.data.block_size == 16
 
 
 def test_the_engine_refuses_data_longer_than_the_model_and_a_vocabulary_smaller_than_the_tokenizers(tmp_path,
-                                                                                                      corpus):
-    too_long = config_of(tmp_path, raw_config(corpus, model={"name": "transformer", "n_layer": 1, "max_seq_len": 16}))
+                                                                                                      docs_corpus):
+    too_long = config_of(tmp_path, raw_config(docs_corpus, model={"name": "transformer", "n_layer": 1, "max_seq_len": 16}))
     assembly = Assembly(too_long, tmp_path / "a")
     assembly.prepare_data()
     with pytest.raises(ConfigError, match='model part "transformer" takes sequences of at most 16 tokens, but the '
                                           'data part "text" gives 32'):
         assembly.model()
-    small = config_of(tmp_path, raw_config(corpus, model={"name": "transformer", "n_layer": 1, "vocab_size": 100}))
+    small = config_of(tmp_path, raw_config(docs_corpus, model={"name": "transformer", "n_layer": 1, "vocab_size": 100}))
     assembly = Assembly(small, tmp_path / "b")
     assembly.prepare_data()
     with pytest.raises(ConfigError, match=r"scores 100 ids, fewer than the tokenizer's vocabulary \(263\)"):
         assembly.model()
 
 
-def test_cleaning_with_a_data_part_that_does_not_apply_it_is_refused(tmp_path, corpus):
+def test_cleaning_with_a_data_part_that_does_not_apply_it_is_refused(tmp_path, docs_corpus):
     class Uncleaned:
         """A wrapper that hides the data part's declaration, as a third-party part that never cleans would."""
 
@@ -192,7 +179,7 @@ def test_cleaning_with_a_data_part_that_does_not_apply_it_is_refused(tmp_path, c
             part = yield
             return type("Plain", (), {"block_size": part.block_size})() if stage == "data" else part
 
-    assembly = Assembly(config_of(tmp_path, raw_config(corpus, cleaning=["whitespace"])), tmp_path / "run")
+    assembly = Assembly(config_of(tmp_path, raw_config(docs_corpus, cleaning=["whitespace"])), tmp_path / "run")
     assembly.register(Uncleaned())
     with pytest.raises(ConfigError, match=r'cleaning: lists 1 step\(s\), but the data part "text" .* does not apply'):
         assembly.data()
@@ -208,8 +195,8 @@ def test_an_optimizer_that_ignores_the_engine_groups_is_refused_when_heads_have_
         check_optimizer(torch.optim.SGD(model[0].parameters(), lr=0.1), model, None, "partial")
 
 
-def test_the_callbacks_section_of_older_run_directories_is_read_as_hooks(tmp_path, corpus):
-    raw = raw_config(corpus)
+def test_the_callbacks_section_of_older_run_directories_is_read_as_hooks(tmp_path, docs_corpus):
+    raw = raw_config(docs_corpus)
     del raw["hooks"]
     config = config_of(tmp_path, {**raw, "callbacks": ["loss_curve"]})
     assert [choice.name for choice in config.hooks] == ["loss_curve"] and "callbacks" not in config.dump()
@@ -218,8 +205,8 @@ def test_the_callbacks_section_of_older_run_directories_is_read_as_hooks(tmp_pat
 # --- the example hook parts, installed ----------------------------------------------------------------------------
 
 
-def test_a_build_wrapper_hook_part_trains_only_the_last_block(tmp_path, corpus, run_hooks_catalog):
-    raw = raw_config(corpus, hooks=[{"name": "freeze_blocks", "trainable_blocks": 1}])
+def test_a_build_wrapper_hook_part_trains_only_the_last_block(tmp_path, docs_corpus, run_hooks_catalog):
+    raw = raw_config(docs_corpus, hooks=[{"name": "freeze_blocks", "trainable_blocks": 1}])
     run = Run(config_of(tmp_path, raw, run_hooks_catalog), tmp_path / "run")
     before = {name: param.detach().clone() for name, param in run.model.named_parameters()}
     run.train()
@@ -230,10 +217,10 @@ def test_a_build_wrapper_hook_part_trains_only_the_last_block(tmp_path, corpus, 
     assert saved["hooks"] == [{"name": "freeze_blocks", "trainable_blocks": 1, "blocks_attribute": "blocks"}]
 
 
-def test_the_tensorboard_hook_part_writes_every_metrics_record_as_scalars(tmp_path, corpus, run_hooks_catalog):
+def test_the_tensorboard_hook_part_writes_every_metrics_record_as_scalars(tmp_path, docs_corpus, run_hooks_catalog):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    Run(config_of(tmp_path, raw_config(corpus, hooks=["tensorboard"]), run_hooks_catalog), tmp_path / "run").train()
+    Run(config_of(tmp_path, raw_config(docs_corpus, hooks=["tensorboard"]), run_hooks_catalog), tmp_path / "run").train()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
@@ -282,16 +269,16 @@ def hook_plugins_catalog(pip_install, make_plugin_package):
         sys.path.remove(site)
 
 
-def test_the_config_hook_adjusts_or_refuses_the_raw_config_before_validation(tmp_path, corpus,
+def test_the_config_hook_adjusts_or_refuses_the_raw_config_before_validation(tmp_path, docs_corpus,
                                                                              hook_plugins_catalog):
-    assert config_of(tmp_path, raw_config(corpus), hook_plugins_catalog).train.eval_batches == 1
+    assert config_of(tmp_path, raw_config(docs_corpus), hook_plugins_catalog).train.eval_batches == 1
     with pytest.raises(ConfigError, match="train.seed: 13 is refused by test_hooks_plugin"):
-        config_of(tmp_path, raw_config(corpus, train={"seed": 13}), hook_plugins_catalog)
+        config_of(tmp_path, raw_config(docs_corpus, train={"seed": 13}), hook_plugins_catalog)
 
 
-def test_a_hook_part_whose_implementation_takes_an_unknown_argument_is_refused(tmp_path, corpus,
+def test_a_hook_part_whose_implementation_takes_an_unknown_argument_is_refused(tmp_path, docs_corpus,
                                                                               hook_plugins_catalog):
-    config = config_of(tmp_path, raw_config(corpus, hooks=["misspelled"]), hook_plugins_catalog)
+    config = config_of(tmp_path, raw_config(docs_corpus, hooks=["misspelled"]), hook_plugins_catalog)
     with pytest.raises(PluginError, match=r'hook part "misspelled" \(hookformer-test-hooks 0.1.0\) cannot be '
                                           r"registered.*tokens"):
         Assembly(config, tmp_path / "run")

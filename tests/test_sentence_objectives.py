@@ -28,11 +28,6 @@ SPECIAL = TOKENIZER.special
 WORDS = "cat dog bird fish tree rock sun moon star cloud rain snow wind fire".split()
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("HOOKFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @pytest.fixture(scope="module")
 def catalog():
     return Catalog.load()

@@ -26,11 +26,6 @@ EOS, PAD = TOKENIZER.special.eos, TOKENIZER.special.pad
 RECORDS = [("What is 2+2?", "4"), ("Name a colour", "blue, or red"), ("Say hi", "hi")]
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("HOOKFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def write(path: Path, records=RECORDS, fields=("prompt", "response")) -> Path:
     if path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(dict(zip(fields, record))) + "\n" for record in records))

@@ -2,7 +2,6 @@
 
 import json
 from pathlib import Path
-from pydoc_data.topics import topics
 
 import pytest
 import yaml
@@ -13,21 +12,9 @@ from hookformer.core.loop import Run
 from hookformer.registry.catalog import Catalog
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("HOOKFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(topics[name] for name in sorted(topics)[:40]), encoding="utf-8")
-    return path
-
-
-def tiny_config(tmp_path: Path, corpus: Path, **train) -> Path:
+def tiny_config(tmp_path: Path, docs_corpus: Path, **train) -> Path:
     config = {
-        "data": {"name": "text", "paths": [str(corpus)], "block_size": 32},
+        "data": {"name": "text", "paths": [str(docs_corpus)], "block_size": 32},
         "tokenizer": {"name": "byte"},
         "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 32, "dropout": 0.1},
         "scheduler": {"name": "cosine", "warmup_steps": 2},
@@ -43,9 +30,9 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_run_writes_config_metrics_checkpoints_samples_and_a_loss_plot(tmp_path, corpus, capsys):
+def test_a_run_writes_config_metrics_checkpoints_samples_and_a_loss_plot(tmp_path, docs_corpus, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(run_dir)]) == 0
+    assert main(["train", str(tiny_config(tmp_path, docs_corpus)), "--run-dir", str(run_dir)]) == 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["n_layer"] == 1 and saved["optimizer"]["name"] == "adamw"  # defaults filled in
     history = records(run_dir)
@@ -79,8 +66,8 @@ class CrashAtStep:
             raise RuntimeError("simulated crash")
 
 
-def test_a_resumed_run_reproduces_the_uninterrupted_losses_exactly(tmp_path, corpus):
-    config_path = tiny_config(tmp_path, corpus)
+def test_a_resumed_run_reproduces_the_uninterrupted_losses_exactly(tmp_path, docs_corpus):
+    config_path = tiny_config(tmp_path, docs_corpus)
     assert main(["train", str(config_path), "--run-dir", str(tmp_path / "full")]) == 0
 
     config = validate(compose(config_path, []), Catalog.load())
@@ -103,8 +90,8 @@ def run_cli(capsys, *args) -> tuple[int, str]:
     return code, err
 
 
-def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path, corpus, capsys):
-    code, err = run_cli(capsys, "train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r"),
+def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path, docs_corpus, capsys):
+    code, err = run_cli(capsys, "train", str(tiny_config(tmp_path, docs_corpus)), "--run-dir", str(tmp_path / "r"),
                         "--set", "optimizer.lr=fast", "--set", "model.wdith=3")
     assert code == 2
     assert "optimizer.lr" in err and "model.wdith: unknown option" in err
@@ -116,14 +103,14 @@ def test_bad_config_exits_2_with_every_problem_and_no_traceback(tmp_path, corpus
     ("empty", "empty"),
     ("block", "block_size"),
 ])
-def test_bad_data_exits_2_and_leaves_no_run_directory(tmp_path, corpus, capsys, problem, expected):
+def test_bad_data_exits_2_and_leaves_no_run_directory(tmp_path, docs_corpus, capsys, problem, expected):
     overrides = {
         "missing": ["data.paths=[" + str(tmp_path / "does-not-exist.txt") + "]"],
         "empty": ["data.paths=[" + str(tmp_path / "empty.txt") + "]"],
         "block": ["data.block_size=100000"],
     }[problem]
     (tmp_path / "empty.txt").write_text("\n\n  \n")
-    args = ["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r")]
+    args = ["train", str(tiny_config(tmp_path, docs_corpus)), "--run-dir", str(tmp_path / "r")]
     for override in overrides:
         args += ["--set", override]
     code, err = run_cli(capsys, *args)
@@ -131,9 +118,9 @@ def test_bad_data_exits_2_and_leaves_no_run_directory(tmp_path, corpus, capsys, 
     assert not (tmp_path / "r").exists()
 
 
-def test_an_existing_run_directory_is_never_overwritten_or_damaged(tmp_path, corpus, capsys):
+def test_an_existing_run_directory_is_never_overwritten_or_damaged(tmp_path, docs_corpus, capsys):
     run_dir = tmp_path / "run"
-    config_path = tiny_config(tmp_path, corpus, max_steps=2, eval_every=2, checkpoint_every=2, sample_tokens=0)
+    config_path = tiny_config(tmp_path, docs_corpus, max_steps=2, eval_every=2, checkpoint_every=2, sample_tokens=0)
     assert main(["train", str(config_path), "--run-dir", str(run_dir)]) == 0
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
@@ -144,26 +131,26 @@ def test_an_existing_run_directory_is_never_overwritten_or_damaged(tmp_path, cor
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
-def test_debug_raises_the_error_with_its_traceback(tmp_path, corpus):
+def test_debug_raises_the_error_with_its_traceback(tmp_path, docs_corpus):
     from hookformer.core.errors import DataError
 
     with pytest.raises(DataError, match="block_size"):
-        main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(tmp_path / "r"), "--debug",
+        main(["train", str(tiny_config(tmp_path, docs_corpus)), "--run-dir", str(tmp_path / "r"), "--debug",
               "--set", "data.block_size=100000"])
 
 
-def test_resuming_with_overrides_continues_the_run_and_records_them_in_its_config(tmp_path, corpus):
+def test_resuming_with_overrides_continues_the_run_and_records_them_in_its_config(tmp_path, docs_corpus):
     run_dir = tmp_path / "run"
-    config_path = tiny_config(tmp_path, corpus, max_steps=2, eval_every=2, checkpoint_every=2, sample_tokens=0)
+    config_path = tiny_config(tmp_path, docs_corpus, max_steps=2, eval_every=2, checkpoint_every=2, sample_tokens=0)
     assert main(["train", str(config_path), "--run-dir", str(run_dir)]) == 0
     assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=4"]) == 0
     assert [r["step"] for r in records(run_dir) if "loss" in r] == [1, 2, 3, 4]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"] == 4
 
 
-def test_evaluate_scores_the_checkpoint_as_the_run_did_and_writes_nothing_into_the_run(tmp_path, corpus, capsys):
+def test_evaluate_scores_the_checkpoint_as_the_run_did_and_writes_nothing_into_the_run(tmp_path, docs_corpus, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", str(tiny_config(tmp_path, corpus)), "--run-dir", str(run_dir)]) == 0
+    assert main(["train", str(tiny_config(tmp_path, docs_corpus)), "--run-dir", str(run_dir)]) == 0
     last_eval = [r for r in records(run_dir) if "val_loss" in r][-1]
     before = sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
     capsys.readouterr()
@@ -178,23 +165,23 @@ def test_evaluate_scores_the_checkpoint_as_the_run_did_and_writes_nothing_into_t
     assert sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*")) == before
 
 
-def test_evaluate_names_a_missing_best_checkpoint_with_exit_2(tmp_path, corpus, capsys):
+def test_evaluate_names_a_missing_best_checkpoint_with_exit_2(tmp_path, docs_corpus, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", str(tiny_config(tmp_path, corpus, max_steps=2)), "--run-dir", str(run_dir)]) == 0
+    assert main(["train", str(tiny_config(tmp_path, docs_corpus, max_steps=2)), "--run-dir", str(run_dir)]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(run_dir), "--checkpoint", "best"]) == 2
     assert "has no best checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_a_compiled_run_trains_like_the_eager_one_resumes_exactly_and_saves_plain_weights(tmp_path, corpus, capsys):
+def test_a_compiled_run_trains_like_the_eager_one_resumes_exactly_and_saves_plain_weights(tmp_path, docs_corpus, capsys):
     def losses(run_dir):
         return [(r["step"], r["loss"]) for r in records(run_dir) if "loss" in r]
 
-    eager_path = tiny_config(tmp_path, corpus)
+    eager_path = tiny_config(tmp_path, docs_corpus)
     no_dropout = ["--set", "model.dropout=0"]  # compiled dropout draws other masks than eager dropout
     assert main(["train", str(eager_path), "--run-dir", str(tmp_path / "eager"), *no_dropout]) == 0
-    config_path = tiny_config(tmp_path, corpus, compile=True)
+    config_path = tiny_config(tmp_path, docs_corpus, compile=True)
     assert main(["train", str(config_path), "--run-dir", str(tmp_path / "full"), *no_dropout]) == 0
     eager, full = losses(tmp_path / "eager"), losses(tmp_path / "full")
     assert [step for step, _ in full] == list(range(1, 9))
