@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     config_help = ("YAML config (sections: tokenizer, model, attention, objective, optimizer, scheduler, metrics, "
-                   "data, cleaning, callbacks, train), or the name of a built-in recipe: default_run, stdlib_areas")
+                   "data, cleaning, hooks, train), or the name of a built-in recipe: default_run, stdlib_areas")
     train = commands.add_parser("train", parents=[common], help="train a model (the default pretraining run "
                                 "on the built-in corpus when no config is given)")
     train.add_argument("config", nargs="?", type=Path, help=config_help)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkabl
 
 from pydantic import BaseModel, ConfigDict
 
-#: The stages of a run. A config has one section per stage (``metrics`` and ``callbacks`` are lists).
+#: The stages of a run. A config has one section per stage (``metrics``, ``hooks`` and ``cleaning`` are lists).
 STAGES = (
     "tokenizer",
     "model",

@@ -14,6 +14,9 @@ from pydoc_data.topics import topics
 import pytest
 import yaml
 
+#: Every test here starts torchrun processes (seconds each): run with -m slow (CI does).
+pytestmark = pytest.mark.slow
+
 STEPS = 10
 
 # Starts hookformer's command line like `-m hookformer` does; HOOKFORMER_TEST_FAULT=RANK:WHAT:STEP makes that

@@ -140,7 +140,8 @@ def test_evaluate_and_generate_build_the_model_on_the_capability_checked_kernel(
     scored = []
     real = evaluate_module.evaluate
     monkeypatch.setattr(evaluate_module, "evaluate", lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
-    evaluate_module.evaluate_checkpoint(config, tmp_path / "run", tmp_path / "run" / "checkpoints" / "step_000004")
+    evaluate_module.evaluate_checkpoint(config, tmp_path / "run", tmp_path / "run" / "checkpoints" / "step_000004",
+                                        max_examples=8)
     assert scored and all(isinstance(block.attn.attention, CheckedKernel) for block in scored[0].blocks)
 
 

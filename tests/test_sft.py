@@ -126,6 +126,7 @@ def test_sft_without_labels_in_the_batch_says_which_data_part_makes_them():
         compute(sft, decoder(), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})
 
 
+@pytest.mark.slow
 def test_a_tiny_sft_run_learns_to_copy_a_string(tmp_path):
     rng = random.Random(0)
     words = ["".join(rng.choices("abcdefgh", k=rng.randint(2, 4))) for _ in range(600)]
