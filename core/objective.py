@@ -5,6 +5,9 @@ are public so that an objective that combines others (``combined``) runs its par
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from hookformer.core.errors import ConfigError
 from hookformer.core.parts import ObjectiveResult, model_inputs
 
@@ -35,7 +38,20 @@ def compute(objective, model, batch: dict) -> ObjectiveResult:
     if not shares_forward(objective):
         return objective(model, batch)
     batch = transform(objective, batch, model.training)
-    return objective.score(model_outputs(model, batch, objective.heads), batch)
+    return score(objective, model_outputs(model, batch, objective.heads), batch, model.training)
+
+
+def score(objective, outputs: dict, batch: dict, training: bool) -> ObjectiveResult:
+    """``objective.score(outputs, batch)``, told whether the model is training when its ``score`` takes a
+    ``training`` argument (so that, e.g., label smoothing shapes the training loss but never ``val_loss``)."""
+    if _takes_training(type(objective).score):
+        return objective.score(outputs, batch, training=training)
+    return objective.score(outputs, batch)
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_training(method) -> bool:
+    return "training" in inspect.signature(method).parameters
 
 
 def batch_field(batch: dict, field: str, objective: str, provider: str):

@@ -237,8 +237,8 @@ class Objective(Protocol):
     for every head asked for, and each part scores the outputs; an objective without the extension still combines,
     with a forward pass of its own.
 
-    Optional: ``label_smoothing`` or any other training-only change belongs in ``score`` under ``model.training``
-    (``batch`` carries no flag; the engine evaluates in eval mode).
+    ``score`` may take a third argument, ``training`` (bool): the engine then says whether the model is training, so
+    that a training-only change (label smoothing) never reaches ``val_loss`` and the metrics.
     """
 
     def __call__(self, model, batch: dict) -> ObjectiveResult: ...

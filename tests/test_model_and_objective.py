@@ -147,3 +147,13 @@ def test_model_build_takes_vocabulary_and_length_from_the_negotiated_shapes():
     model = build(TransformerOptions(n_layer=1, d_model=16, n_head=2), BuildContext(
         run_dir=".", shapes=Shapes(vocab_size=263, max_seq_len=24), attention=sdpa_attention))
     assert model.tok_emb.num_embeddings == model.vocab_size == 263 and model.max_seq_len == 24
+
+
+def test_label_smoothing_shapes_the_training_loss_but_never_the_evaluation_loss():
+    model = tiny_model()
+    batch = {"input_ids": torch.randint(0, 50, (2, 10))}
+    smoothed, plain = CausalLM(CLMOptions(label_smoothing=0.2), 50), CausalLM(CLMOptions(), 50)
+    model.eval()
+    assert torch.equal(compute(smoothed, model, batch).loss_sum, compute(plain, model, batch).loss_sum)
+    model.train()  # no dropout in tiny_model: the same logits, a different target distribution
+    assert compute(smoothed, model, batch).loss_sum > compute(plain, model, batch).loss_sum

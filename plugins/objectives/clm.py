@@ -18,7 +18,8 @@ IGNORE = -100
 
 
 class CLMOptions(PartOptions):
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the training cross-entropy "
+                                   "(evaluation scores the unsmoothed loss)")
 
 
 class CausalLM:
@@ -33,14 +34,17 @@ class CausalLM:
         self.labels_field = labels_field
 
 
-    def score(self, outputs: dict, batch: dict) -> ObjectiveResult:
+    def score(self, outputs: dict, batch: dict, training: bool = False) -> ObjectiveResult:
+        """The summed cross-entropy; label smoothing applies to training only, so that evaluation reports the
+        model's real loss (and perplexity)."""
         logits = outputs["lm"][:, :-1]
         targets = self._labels(batch)[:, 1:]
         attention_mask = batch.get("attention_mask")
         if attention_mask is not None:
             targets = targets.masked_fill(~attention_mask[:, 1:].bool(), IGNORE)
         loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                   ignore_index=IGNORE, reduction="sum", label_smoothing=self.label_smoothing)
+                                   ignore_index=IGNORE, reduction="sum",
+                                   label_smoothing=self.label_smoothing if training else 0.0)
         num_items = int((targets != IGNORE).sum())
         return ObjectiveResult(loss_sum, num_items, logits=logits, targets=targets, ignore_index=IGNORE)
 

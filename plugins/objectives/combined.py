@@ -39,7 +39,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from hookformer.core.config import catalog_of
 from hookformer.core.errors import PluginError
 from hookformer.core.parts import ObjectiveResult, PartOptions
-from hookformer.core.objective import model_outputs, shares_forward, transform
+from hookformer.core.objective import model_outputs, score, shares_forward, transform
 
 
 class WeightedObjective(PartOptions):
@@ -140,7 +140,7 @@ class Combined:
             for _, objective in shared:
                 corrupted = transform(objective, corrupted, model.training)
             outputs = model_outputs(model, corrupted, [head for _, o in shared for head in o.heads])
-            results = {name: objective.score(outputs, corrupted) for name, objective in shared}
+            results = {name: score(objective, outputs, corrupted, model.training) for name, objective in shared}
         results = {name: results[name] if name in results else objective(model, batch)
                    for name, _, objective in self.parts}
         examples = len(batch["input_ids"])
