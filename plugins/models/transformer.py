@@ -56,7 +56,7 @@ class TransformerOptions(PartOptions):
                         "Padding positions of the hidden states are then zero. Not used while torch.compile traces "
                         "(its shapes depend on the data)")
     bias: bool = Field(True, description="biases in linear layers and norms")
-    norm_eps: float = Field(1e-5, gt=0.0)
+    norm_eps: float = Field(1e-5, gt=0.0, description="epsilon added to the variance (or mean square) in the norms")
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
