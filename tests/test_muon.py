@@ -10,11 +10,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 from hookformer.core.cli import main
+from hookformer.core.config import compose, validate
+from hookformer.core.hookspecs import hookimpl
+from hookformer.core.loop import Run
 from hookformer.core.params import check_optimizer, param_groups
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.attention.sdpa import sdpa_attention
 from hookformer.plugins.models.transformer import Transformer, TransformerOptions
 from hookformer.plugins.optimizers.muon import MuonOptions, build, orthogonalize
+from hookformer.registry.catalog import Catalog
 
 
 def tiny_model(seed=0):
@@ -160,21 +164,47 @@ def test_resuming_from_the_optimizer_state_dict_gives_the_uninterrupted_run_bit_
         assert torch.equal(a, b), name
 
 
-def test_hookformer_train_with_muon_finishes_with_a_finite_loss(tmp_path, docs_corpus):
+class CrashAtStep:
+    """Stands for a crash after the checkpoint before ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    @hookimpl
+    def hookformer_step_end(self, record):
+        if record["step"] == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def losses(run_dir) -> tuple[list[float], list[float]]:
+    """The training losses at steps 1, 2, ... and the validation losses of a run."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r], [r["val_loss"] for r in records if "val_loss" in r]
+
+
+def test_a_hookformer_run_with_muon_wsd_and_a_modern_decoder_has_finite_losses_and_resumes_exactly(tmp_path,
+                                                                                                    docs_corpus):
     config = {
         "data": {"name": "text", "paths": [str(docs_corpus)], "block_size": 16},
         "tokenizer": {"name": "byte"},
         "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 16, "positions": "rope",
-                  "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 1, "qk_norm": True, "tie_embeddings": False},
-        "optimizer": {"name": "muon"},
-        "scheduler": {"name": "constant", "warmup_steps": 0},
+                  "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 1, "qk_norm": True, "tie_embeddings": False,
+                  "logit_softcap": 30.0},
+        "optimizer": {"name": "muon", "weight_decay": 0.1},
+        "scheduler": {"name": "wsd", "warmup_steps": 1, "decay_fraction": 0.5},
         "hooks": [],
-        "train": {"max_steps": 3, "batch_size": 2, "eval_every": 3, "eval_batches": 1, "log_every": 1,
-                  "sample_tokens": 0, "progress": False, "device": "cpu"},
+        "train": {"max_steps": 6, "batch_size": 2, "eval_every": 3, "eval_batches": 1, "log_every": 1,
+                  "checkpoint_every": 3, "sample_tokens": 0, "progress": False, "device": "cpu"},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 0
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in records if "loss" in r] + [r["val_loss"] for r in records if "val_loss" in r]
-    assert len(losses) == 4 and all(math.isfinite(loss) for loss in losses)
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "full")]) == 0
+    full = losses(tmp_path / "full")
+    assert len(full[0]) == 6 and len(full[1]) == 2 and all(map(math.isfinite, full[0] + full[1]))
+
+    crashed = Run(validate(compose(path, []), Catalog.load()), tmp_path / "crashed")
+    crashed.assembly.register(CrashAtStep(5))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.train()
+    assert main(["train", "--resume", str(tmp_path / "crashed")]) == 0
+    assert losses(tmp_path / "crashed") == full
