@@ -1,5 +1,7 @@
 """A pre-norm Transformer built on the attention stage. One Block serves the decoder (``causal: true``, GPT-style)
-and the encoder (``causal: false``, BERT-style): a switch, not a second copy."""
+and the encoder (``causal: false``, BERT-style): a switch, not a second copy. The modern decoder pieces (RoPE,
+RMSNorm, SwiGLU or ReLU^2 MLP, grouped-query attention, QK-norm, logit soft-capping) are options of the same Block;
+the defaults give the GPT-2 model, parameter names included."""
 
 from __future__ import annotations
 
@@ -23,7 +25,24 @@ class TransformerOptions(PartOptions):
     d_ff: int | None = Field(None, gt=0, description="hidden width of the MLP; null means 4 * d_model")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention weights and residuals")
     causal: bool = Field(True, description="true: decoder (each token sees the past); false: bidirectional encoder")
-    positions: Literal["learned", "sinusoidal"] = Field("learned", description="position encoding")
+    positions: Literal["learned", "sinusoidal", "rope"] = Field(
+        "learned", description="position encoding: learned or sinusoidal vectors added to the token embeddings, or "
+        "rope (rotary embeddings: q and k of every head rotated by their position before the attention kernel, so "
+        "every kernel serves it; a token's position is its index in the block, as for the added encodings)")
+    rope_base: float = Field(10000.0, gt=0.0, description="RoPE base: pair i of a head turns by position * "
+                             "rope_base^(-2i/head_dim); larger bases reach longer contexts")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="the norms of the blocks and the final "
+                                                  "norm: LayerNorm, or RMSNorm (x / sqrt(mean(x^2) + eps) * weight)")
+    mlp: Literal["gelu", "swiglu", "relu2"] = Field(
+        "gelu", description="gelu: proj(gelu(fc x)); relu2: proj(relu(fc x)^2); swiglu: proj(silu(gate x) * fc x), "
+        "whose hidden width is d_ff or else 8/3 * d_model rounded up to a multiple of 64 (about the parameters of "
+        "the 4 * d_model GELU MLP)")
+    n_kv_head: int | None = Field(None, gt=0, description="grouped-query attention: key/value heads, a divisor of "
+                                  "n_head (each serves n_head / n_kv_head query heads; 1 is multi-query attention); "
+                                  "null means n_head")
+    qk_norm: bool = Field(False, description="RMSNorm on the queries and keys of each head before the kernel")
+    logit_softcap: float | None = Field(None, gt=0.0, description="cap the language-model logits smoothly to "
+                                        "(-cap, cap): cap * tanh(logits / cap); null: no cap")
     max_seq_len: int | None = Field(None, gt=0, description="longest sequence; null means the data block size")
     vocab_size: int | None = Field(None, gt=0, description="null means the tokenizer's vocabulary size")
     tie_embeddings: bool = Field(True, description="share the input embedding with the output projection")
@@ -37,13 +56,54 @@ class TransformerOptions(PartOptions):
                         "Padding positions of the hidden states are then zero. Not used while torch.compile traces "
                         "(its shapes depend on the data)")
     bias: bool = Field(True, description="biases in linear layers and norms")
-    norm_eps: float = Field(1e-5, gt=0.0)
+    norm_eps: float = Field(1e-5, gt=0.0, description="epsilon added to the variance (or mean square) in the norms")
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}): each key/value head "
+                             "serves the same number of query heads; choose a divisor, or null for n_head")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"positions: rope turns pairs of a head's dimensions, so the head dimension d_model / "
+                             f"n_head ({self.head_dim}) must be even; change d_model or n_head")
         return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+
+def make_norm(opts: TransformerOptions, width: int) -> nn.Module:
+    if opts.norm == "rmsnorm":
+        return nn.RMSNorm(width, eps=opts.norm_eps)
+    return nn.LayerNorm(width, eps=opts.norm_eps, bias=opts.bias)
+
+
+class Rotary(nn.Module):
+    """RoPE: the pairs (x[2i], x[2i+1]) of each head, read as complex numbers, are multiplied by
+    exp(1j * position * base^(-2i/D)), so q.k depends on the positions' difference only. The positions are the
+    indices 0..T-1 of the (B, T) block: with left padding the real tokens shift together, which leaves their scores
+    unchanged. (Queries and keys here are the same T tokens; a kernel call with T_q < T_k, whose causal diagonal is
+    aligned to the end, would give the queries the last T_q positions.)"""
+
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        # Not saved: a function of the options, so checkpoints keep the names of the other position encodings.
+        self.register_buffer("inv_freq", base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, D) -> (B, H, T, D), rotated by position."""
+        angles = torch.outer(torch.arange(x.shape[-2], device=x.device, dtype=torch.float32), self.inv_freq)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
 class Unpadded:
@@ -65,22 +125,40 @@ class Unpadded:
 
 
 class SelfAttention(nn.Module):
+    """One ``qkv`` projection to n_head query heads and n_kv_head key and value heads (n_head each by default).
+    Positions (RoPE), QK-norm and the key/value heads' repetition all happen before the kernel call, so every
+    attention kernel serves every option with the (B, H, T, D) tensors of its protocol."""
+
     def __init__(self, opts: TransformerOptions, attention):
         super().__init__()
-        self.n_head = opts.n_head
+        self.n_head, self.kv_heads, self.head_dim = opts.n_head, opts.kv_heads, opts.head_dim
         self.causal = opts.causal
         self.dropout = opts.dropout
         self.attention = attention
-        self.qkv = nn.Linear(opts.d_model, 3 * opts.d_model, bias=opts.bias)
+        self.qkv = nn.Linear(opts.d_model, opts.d_model + 2 * self.kv_heads * self.head_dim, bias=opts.bias)
         self.proj = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
+        self.qk_norm = opts.qk_norm
+        if opts.qk_norm:
+            self.q_norm = nn.RMSNorm(self.head_dim, eps=opts.norm_eps)
+            self.k_norm = nn.RMSNorm(self.head_dim, eps=opts.norm_eps)
+        self.rotary = Rotary(self.head_dim, opts.rope_base) if opts.positions == "rope" else None
 
     def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None):
         qkv = self.qkv(x)
         if unpadded is not None:
             qkv = unpadded.pad(qkv)
-        b, t, c3 = qkv.shape
-        c = c3 // 3
-        q, k, v = qkv.view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        b, t, _ = qkv.shape
+        c = self.n_head * self.head_dim
+        heads = qkv.view(b, t, self.n_head + 2 * self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = heads.split([self.n_head, self.kv_heads, self.kv_heads], dim=1)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        if self.kv_heads != self.n_head:
+            # Query head h reads key/value head h // group: repeated, the kernels need no notion of groups.
+            group = self.n_head // self.kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         # Only a kernel that declares document masks is handed document_ids (see AttentionKernel).
         y = self.attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
                            dropout_p=self.dropout if self.training else 0.0, **documents(document_ids))
@@ -88,14 +166,28 @@ class SelfAttention(nn.Module):
         return self.proj(y if unpadded is None else unpadded.select(y))
 
 
+def swiglu_width(d_model: int) -> int:
+    """8/3 * d_model rounded up to a multiple of 64: three matrices of about the size of GELU's two at 4 * d_model."""
+    return -(-8 * d_model // (3 * 64)) * 64
+
+
 class MLP(nn.Module):
+    """``proj(act(fc x))``; SwiGLU adds ``gate``: ``proj(silu(gate x) * fc x)``."""
+
     def __init__(self, opts: TransformerOptions):
         super().__init__()
-        hidden = opts.d_ff or 4 * opts.d_model
+        self.kind = opts.mlp
+        hidden = opts.d_ff or (swiglu_width(opts.d_model) if opts.mlp == "swiglu" else 4 * opts.d_model)
+        if opts.mlp == "swiglu":
+            self.gate = nn.Linear(opts.d_model, hidden, bias=opts.bias)
         self.fc = nn.Linear(opts.d_model, hidden, bias=opts.bias)
         self.proj = nn.Linear(hidden, opts.d_model, bias=opts.bias)
 
     def forward(self, x):
+        if self.kind == "swiglu":
+            return self.proj(F.silu(self.gate(x)) * self.fc(x))
+        if self.kind == "relu2":
+            return self.proj(F.relu(self.fc(x)).square())
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
@@ -104,9 +196,9 @@ class Block(nn.Module):
 
     def __init__(self, opts: TransformerOptions, attention):
         super().__init__()
-        self.norm1 = nn.LayerNorm(opts.d_model, eps=opts.norm_eps, bias=opts.bias)
+        self.norm1 = make_norm(opts, opts.d_model)
         self.attn = SelfAttention(opts, attention)
-        self.norm2 = nn.LayerNorm(opts.d_model, eps=opts.norm_eps, bias=opts.bias)
+        self.norm2 = make_norm(opts, opts.d_model)
         self.mlp = MLP(opts)
         self.drop = nn.Dropout(opts.dropout)
 
@@ -152,11 +244,11 @@ class Transformer(nn.Module):
             self.type_emb = nn.Embedding(opts.type_vocab_size, opts.d_model)
         if opts.positions == "learned":
             self.pos_emb = nn.Embedding(max_seq_len, opts.d_model)
-        else:
+        elif opts.positions == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(max_seq_len, opts.d_model), persistent=False)
         self.drop = nn.Dropout(opts.dropout)
         self.blocks = nn.ModuleList(Block(opts, attention) for _ in range(opts.n_layer))
-        self.norm = nn.LayerNorm(opts.d_model, eps=opts.norm_eps, bias=opts.bias)
+        self.norm = make_norm(opts, opts.d_model)
         self.lm_head = nn.Linear(opts.d_model, vocab_size, bias=False)
         if opts.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
@@ -208,7 +300,7 @@ class Transformer(nn.Module):
             x = x + self.type_emb(token_type_ids)
         if self.opts.positions == "learned":
             x = x + self.pos_emb(positions)
-        else:
+        elif self.opts.positions == "sinusoidal":
             x = x + self.pos_table[positions].to(x.dtype)
         x = self.drop(x)
         for block in self.blocks:
@@ -216,17 +308,23 @@ class Transformer(nn.Module):
         x = self.norm(x)
         return x if unpadded is None else unpadded.pad(x)
 
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The language-model head, soft-capped to (-cap, cap) with ``logit_softcap``."""
+        logits = self.lm_head(hidden)
+        cap = self.opts.logit_softcap
+        return logits if cap is None else cap * torch.tanh(logits / cap)
+
     def forward(self, input_ids, attention_mask=None, *, token_type_ids=None, document_ids=None, heads=None):
         """(B, T) ids -> (B, T, vocab) logits; with ``heads``, a dict of the named heads' outputs."""
         hidden = self.hidden_states(input_ids, attention_mask, token_type_ids, document_ids)
         if heads is None:
-            return self.lm_head(hidden)
+            return self.lm_logits(hidden)
         outputs = {}
         for name in heads:
             if name == "hidden":
                 outputs[name] = hidden
             elif name == "lm":
-                outputs[name] = self.lm_head(hidden)
+                outputs[name] = self.lm_logits(hidden)
             else:
                 outputs[name] = self.heads[name](hidden, attention_mask)
         return outputs

@@ -1,4 +1,4 @@
-"""Built-in optimizers (torch.optim), with no weight decay on norms, biases and embeddings by default."""
+"""Built-in optimizers (torch.optim, and Muon), with no weight decay on norms, biases and embeddings by default."""
 
 from hookformer.core.hookspecs import hookimpl
 from hookformer.core.parts import PartSpec
@@ -13,4 +13,7 @@ def hookformer_parts():
                  options=f"{_HERE}.adamw:AdamWOptions"),
         PartSpec("optimizer", "sgd", "torch.optim.SGD with momentum", factory=f"{_HERE}.sgd:build",
                  options=f"{_HERE}.sgd:SGDOptions"),
+        PartSpec("optimizer", "muon", "Muon (orthogonalized momentum) for the hidden weight matrices, AdamW for "
+                 "embeddings, output layers, norms and biases: one optimizer", factory=f"{_HERE}.muon:build",
+                 options=f"{_HERE}.muon:MuonOptions"),
     ]

@@ -15,4 +15,7 @@ def hookformer_parts():
                  factory=f"{_HERE}.linear:build", options=f"{_HERE}.warmup:DecayOptions"),
         PartSpec("scheduler", "cosine", "linear warmup, then cosine decay to min_lr_ratio",
                  factory=f"{_HERE}.cosine:build", options=f"{_HERE}.warmup:DecayOptions"),
+        PartSpec("scheduler", "wsd", "warmup-stable-decay: linear warmup, the peak, then a linear, cosine or 1-sqrt "
+                 "decay over the last decay_fraction of the steps", factory=f"{_HERE}.wsd:build",
+                 options=f"{_HERE}.wsd:WSDOptions"),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -16,6 +17,23 @@ class WarmupOptions(PartOptions):
 
 class DecayOptions(WarmupOptions):
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final learning rate as a share of the peak")
+
+
+def linear_decay(progress: float, floor: float) -> float:
+    return 1.0 - (1.0 - floor) * progress
+
+
+def cosine_decay(progress: float, floor: float) -> float:
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def one_minus_sqrt_decay(progress: float, floor: float) -> float:
+    return floor + (1.0 - floor) * (1.0 - math.sqrt(progress))
+
+
+#: Shapes of a decay from the peak (progress 0) to ``floor`` of it (progress 1).
+DECAY_SHAPES: dict[str, Callable[[float, float], float]] = {
+    "linear": linear_decay, "cosine": cosine_decay, "1-sqrt": one_minus_sqrt_decay}
 
 
 def warmup_then(options: WarmupOptions, total_steps: int, decay: Callable[[float], float]):
