@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -141,10 +143,34 @@ class RunConfig:
         return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write numbers: ``3e-4`` and ``1e5`` are floats (YAML 1.2), not the strings YAML 1.1 makes
+    of them (which strict validation would then refuse)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML (safe: plain data only)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def validate_options(model: type[BaseModel], options: dict, context: dict | None = None) -> BaseModel:
+    """``options`` validated by a part's options ``model`` strictly, as the JSON data a config is: integers are
+    numbers and lists are tuples, but a string is never a number and a boolean never an integer
+    (``window: true`` is an error, not ``window=1``). Nested parts' options are validated the same way."""
+    return model.model_validate_json(json.dumps(options, default=str), strict=True, context=context)
+
+
 def default_recipe() -> dict:
     """The built-in default run (``hookformer train`` with no config)."""
     text = resources.files("hookformer.plugins").joinpath("default_run.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return load_yaml(text)
 
 
 def recipes() -> list[str]:
@@ -167,7 +193,7 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}. Check the path (or name a built-in "
                           f"recipe: {', '.join(recipes())}).") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
@@ -202,7 +228,7 @@ def apply_override(raw: dict, assignment: str) -> dict:
     if not sep or not path.strip():
         raise ConfigError(f'--set expects KEY.PATH=VALUE (e.g. --set optimizer.lr=3e-4), got "{assignment}".')
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     keys = path.strip().split(".")
@@ -307,7 +333,7 @@ def _resolve_part(section: str, stage: str, value: Any, catalog, errors: list[st
         errors.append(f"{section}: {exc}")
         return None
     try:  # the context lets options that name nested parts (e.g. combined objectives) resolve them in this catalog
-        return PartChoice(section, stage, name, model.model_validate(options, context={"catalog": catalog}), entry)
+        return PartChoice(section, stage, name, validate_options(model, options, {"catalog": catalog}), entry)
     except ValidationError as exc:
         errors.extend(_error_lines(section, exc))
         return None
@@ -345,7 +371,7 @@ def validate(raw: dict, catalog) -> RunConfig:
         lists[section] = [choice for choice in resolved if choice is not None]
     train = None
     try:
-        train = TrainConfig.model_validate(raw.get("train") or {})
+        train = validate_options(TrainConfig, raw.get("train") or {})
     except ValidationError as exc:
         errors.extend(_error_lines("train", exc))
     if errors:

@@ -1,7 +1,13 @@
 """Config composition and validation: defaults <- YAML <- --set, every problem reported at once with its path."""
 
+import types
+import typing
+
 import pytest
-from hookformer.core.config import apply_override, compose, merge, read_yaml, validate
+from pydantic import ValidationError
+
+from hookformer.core.config import (apply_override, compose, default_recipe, merge, read_yaml, validate,
+                                    validate_options)
 from hookformer.core.errors import ConfigError
 from hookformer.registry.catalog import Catalog
 
@@ -86,3 +92,43 @@ def test_a_config_that_is_not_a_mapping_is_refused(tmp_path):
 def test_a_malformed_set_is_refused():
     with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
         apply_override({}, "optimizer.lr")
+
+
+def _scalar_type(annotation):
+    """bool, int, float or str when a field holds one of them (or None), else None."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return annotation if annotation in (bool, int, float, str) else None
+
+
+#: Values of another type that lax validation would have coerced into a field of each type.
+COERCIBLE = {bool: [1, 0, "true", "yes"], int: [True, "3", 2.0], float: ["0.5", True], str: [5, True]}
+
+
+def test_no_option_of_any_built_in_part_coerces_a_value_of_another_type(catalog):
+    checked = 0
+    for stage, entries in catalog.stages().items():
+        for name, entry in entries.items():
+            if entry.origin.distribution != "hookformer":
+                continue
+            model = entry.options_model()
+            for field, info in model.model_fields.items():
+                for wrong in COERCIBLE.get(_scalar_type(info.annotation), []):
+                    with pytest.raises(ValidationError) as raised:
+                        validate_options(model, {field: wrong}, {"catalog": catalog})
+                    assert any(error["loc"][:1] == (field,) for error in raised.value.errors()), \
+                        f"{stage}/{name}.{field} accepted {wrong!r}"
+                    checked += 1
+    assert checked > 100
+
+
+def test_the_train_section_and_the_command_line_are_as_strict(catalog):
+    for field, wrong in [("max_steps", True), ("bf16", 1), ("seed", "7"), ("clip_grad_norm", "1.0")]:
+        with pytest.raises(ConfigError, match=f"train.{field}"):
+            validate(merge(default_recipe(), {"train": {field: wrong}}), catalog)
+    # YAML 1.2 numbers: 3e-4 is a float (YAML 1.1 would make it the string "3e-4")
+    raw = apply_override(apply_override(default_recipe(), "optimizer.lr=3e-4"), "train.max_steps=1e3")
+    assert raw["optimizer"]["lr"] == 3e-4
+    with pytest.raises(ConfigError, match="train.max_steps"):  # 1000.0 is a float, not a count
+        validate(raw, catalog)

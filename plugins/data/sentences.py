@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
+from hookformer.core.config import validate_options
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, Tokenizer
 from hookformer.plugins.data import python_docs, text_files
@@ -89,7 +90,7 @@ class SentencesOptions(DataOptions):
                              "its second sentences from any document of it), so data.source cannot stream; remove "
                              "streaming from data.source")
         model, _ = SOURCES[name]
-        return {"name": name, **model.model_validate(options).model_dump(exclude=set(DataOptions.model_fields))}
+        return {"name": name, **validate_options(model, options).model_dump(exclude=set(DataOptions.model_fields))}
 
     @model_validator(mode="after")
     def _honoured(self):

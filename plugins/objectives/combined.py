@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from hookformer.core.config import catalog_of
+from hookformer.core.config import catalog_of, validate_options
 from hookformer.core.errors import PluginError
 from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.core.objective import model_outputs, score, shares_forward, transform
@@ -95,7 +95,7 @@ class CombinedOptions(PartOptions):
                 errors.append(_error(PydanticCustomError("value_error", "{message}", {"message": str(exc)}),
                                      (i, "name"), name))
                 continue
-            validated, problems = _collect(lambda: model.model_validate(options, context=info.context), (i,))
+            validated, problems = _collect(lambda: validate_options(model, options, info.context), (i,))
             errors += problems
             resolved.append({**head, **(validated.model_dump() if validated is not None else options)})
         if errors:
