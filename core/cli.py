@@ -133,11 +133,43 @@ def cmd_plugins_list(args) -> int:
     return 0
 
 
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "length >="),
+           ("max_length", "length <="))
+
+
+def _bounds(metadata) -> str:
+    """The numeric and length constraints among pydantic metadata, e.g. ``>= 0, < 1``."""
+    metadata = [inner for item in metadata for inner in getattr(item, "metadata", [item])]  # Field(...) holds its own
+    found = [f"{sign} {getattr(item, key)}" for item in metadata for key, sign in _BOUNDS
+             if getattr(item, key, None) is not None]
+    return ", ".join(found)
+
+
+def type_name(annotation) -> str:
+    """An option's type as a reader writes it: ``tuple[float (>= 0), float]``, ``'bpe' | 'unigram'``, ``int | None``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        bounds = _bounds(args[1:])
+        return type_name(args[0]) + (f" ({bounds})" if bounds else "")
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(arg) for arg in args)}]"
+    if annotation is type(None):
+        return "None"
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
 def _describe_options(model) -> list[str]:
     lines = []
     for name, field in model.model_fields.items():
-        annotation = (field.annotation.__name__ if isinstance(field.annotation, type)
-                      else str(field.annotation).replace("typing.", ""))
+        bounds = _bounds(field.metadata)
+        annotation = type_name(field.annotation) + (f" ({bounds})" if bounds else "")
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
         lines.append(f"  {name}: {annotation} = {default}" + (f"\n      {field.description}" if field.description
                                                                else ""))
@@ -161,6 +193,8 @@ def cmd_plugins_show(args) -> int:
     print("\n".join(["options:", *options]) if options else "options: none")
     capabilities = entry.capabilities()
     if capabilities is not None:
+        print(f"priority: {spec.priority} (attention.name: auto tries the kernels that can run a call, highest "
+              f"priority first)")
         print("capabilities:")
         values = capabilities.model_dump() if hasattr(capabilities, "model_dump") else dict(capabilities)
         for key, value in values.items():

@@ -132,3 +132,15 @@ def test_the_train_section_and_the_command_line_are_as_strict(catalog):
     assert raw["optimizer"]["lr"] == 3e-4
     with pytest.raises(ConfigError, match="train.max_steps"):  # 1000.0 is a float, not a count
         validate(raw, catalog)
+
+
+def test_plugins_show_writes_option_types_as_a_reader_would():
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from hookformer.core.cli import type_name
+
+    assert type_name(tuple[Annotated[float, Field(ge=0)], float]) == "tuple[float (>= 0), float]"
+    assert type_name(Literal["bpe", "unigram"] | None) == "'bpe' | 'unigram' | None"
+    assert type_name(list[dict[str, int]]) == "list[dict[str, int]]"

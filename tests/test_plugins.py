@@ -115,7 +115,7 @@ def test_plugins_show_prints_an_installed_parts_description_options_and_entry_po
     assert out.startswith("metric/bits_per_token  [hookformer-bits-per-token 0.1.0, entry point bits_per_token = "
                           "hookformer_bits_per_token]")
     assert "mean loss / ln 2" in out
-    assert "digits: int | None = None" in out
+    assert "digits: int | None (>= 0) = None" in out  # type, bounds and default, readable
     assert "round the value to this many decimals" in out  # the option's documentation
 
 
