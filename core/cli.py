@@ -115,21 +115,37 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         "train.distributed.strategy)")
 
 
-def _catalog(args):
+def _catalog(args, strict: bool = True):
+    """The catalog of the command line's plugin flags. Commands that run something load it ``strict`` (any plugin
+    problem stops them, every problem named with its -p no:NAME switch); the plugin listings show what loaded and
+    report the problems after it."""
     from hookformer.registry.catalog import Catalog
 
     disabled = {flag[3:] for flag in args.plugin_flags if flag.startswith("no:")}
     enabled = {flag for flag in args.plugin_flags if not flag.startswith("no:")}
-    return Catalog.load(disabled=disabled, enabled=enabled, autoload=False if args.no_autoload else None)
+    return Catalog.load(disabled=disabled, enabled=enabled, autoload=False if args.no_autoload else None,
+                        strict=strict)
+
+
+def _report_problems(catalog) -> None:
+    """After a listing: each plugin that could not be loaded, with its error and the switch that skips it."""
+    if catalog.problems:
+        print(f"\nplugins that could not be loaded ({len(catalog.problems)}); commands that run a config refuse "
+              f"to start until they are fixed or skipped:")
+        for problem in catalog.problems:
+            print(textwrap.fill(str(problem), 100, initial_indent="  - ", subsequent_indent="    "))
+        print(f"hookformer: warning: {len(catalog.problems)} plugin(s) could not be loaded (listed at the end)",
+              file=sys.stderr)
 
 
 def cmd_plugins_list(args) -> int:
-    catalog = _catalog(args)
+    catalog = _catalog(args, strict=False)
     width = max((len(name) for entries in catalog.stages().values() for name in entries), default=0)
     for stage, entries in catalog.stages().items():
         print(f"{stage}:")
         for name, entry in sorted(entries.items()):
             print(f"  {name:<{width}}  {entry.spec.description}  [{entry.provider}]")
+    _report_problems(catalog)
     return 0
 
 
@@ -177,7 +193,7 @@ def _describe_options(model) -> list[str]:
 
 
 def cmd_plugins_show(args) -> int:
-    catalog = _catalog(args)
+    catalog = _catalog(args, strict=False)
     matches = catalog.find(args.name)
     if not matches:
         raise ConfigError(f'no part is named "{args.name}"; `hookformer plugins list` shows every part.')

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hookformer.core.errors import HookformerError, PluginError
 from hookformer.core.parts import STAGES, PartSpec, resolve
-from hookformer.registry.discovery import PluginOrigin, load_plugins
+from hookformer.registry.discovery import PluginOrigin, load_plugins, skip_hint
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +52,42 @@ class Catalog:
     def __init__(self, entries: dict[str, dict[str, CatalogEntry]], configure_hooks: list | None = None):
         self._entries = entries
         self._configure_hooks = configure_hooks or []  # (origin, hook implementation) of hookformer_configure
+        self.problems: list[PluginError] = []  # what could not be loaded (see load)
 
     @classmethod
-    def load(cls, disabled=None, enabled=None, autoload=None) -> "Catalog":
-        """Discover plugins through entry points and collect the parts they contribute."""
-        manager, origins = load_plugins(disabled=disabled, enabled=enabled, autoload=autoload)
+    def load(cls, disabled=None, enabled=None, autoload=None, strict: bool = True) -> "Catalog":
+        """Discover plugins through entry points and collect the parts they contribute.
+
+        Every problem is collected first: plugins that cannot be imported or registered, ``hookformer_parts``
+        failures, name clashes between distributions. With ``strict`` (commands that run something) any problem is
+        one PluginError listing them all, each with the switch that skips its plugin: a broken plugin might have
+        replaced a part the run uses, so a run never starts without it silently. Without ``strict`` (listing parts)
+        the catalog holds what loaded, and ``problems`` the rest."""
+        manager, origins, problems = load_plugins(disabled=disabled, enabled=enabled, autoload=autoload)
         entries: dict[str, dict[str, CatalogEntry]] = {stage: {} for stage in STAGES}
         for impl in manager.hook.hookformer_parts.get_hookimpls():
             origin = origins[impl.plugin_name]
             try:
                 specs = list(impl.function() or ())
+                wrong = [spec for spec in specs if not isinstance(spec, PartSpec)]
+                if wrong:
+                    raise TypeError(f"returned {wrong[0]!r}; expected PartSpec objects")
             except Exception as exc:
-                raise PluginError(f"{origin.describe()} failed in hookformer_parts(): {type(exc).__name__}: {exc}")
+                problems.append(PluginError(f"{origin.describe()} failed in hookformer_parts(): "
+                                            f"{type(exc).__name__}: {exc}. {skip_hint(origin)}"))
+                continue
             for spec in specs:
-                if not isinstance(spec, PartSpec):
-                    raise PluginError(
-                        f"{origin.describe()} returned {spec!r} from hookformer_parts(); expected PartSpec objects"
-                    )
-                cls._add(entries[spec.stage], CatalogEntry(spec, origin))
+                try:
+                    cls._add(entries[spec.stage], CatalogEntry(spec, origin))
+                except PluginError as exc:
+                    problems.append(exc)
         configure = [(origins[impl.plugin_name], impl) for impl in manager.hook.hookformer_configure.get_hookimpls()]
-        return cls(entries, configure)
+        if strict and problems:
+            raise PluginError(problems[0] if len(problems) == 1 else f"{len(problems)} plugin problems: " + " ".join(
+                f"({i}) {problem}" for i, problem in enumerate(problems, 1)))
+        catalog = cls(entries, configure)
+        catalog.problems = problems
+        return catalog
 
     def configure(self, raw: dict) -> None:
         """Call every loaded plugin's ``hookformer_configure(raw)`` (see the hook spec), in load order. A

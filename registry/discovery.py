@@ -6,7 +6,8 @@ Rules:
 - with ``autoload=False`` (CLI ``--no-autoload``, env ``HOOKFORMER_DISABLE_PLUGIN_AUTOLOAD=1``) only the built-in
   distribution and the entry points named in ``enabled`` (CLI ``-p NAME``) are loaded;
 - a plugin that fails to import, declares an unsupported API version, or whose hook implementations do not match
-  the specs is a :class:`PluginError` that names the entry point and its distribution;
+  the specs is a :class:`PluginError` that names the entry point and its distribution; every such problem is
+  collected (the other plugins still load) and the caller decides (see ``Catalog.load``);
 - the same plugin object reached through two entry points is registered once.
 """
 
@@ -79,10 +80,12 @@ def load_plugins(
     disabled: set[str] | None = None,
     enabled: set[str] | None = None,
     autoload: bool | None = None,
-) -> tuple[pluggy.PluginManager, dict[str, PluginOrigin]]:
+) -> tuple[pluggy.PluginManager, dict[str, PluginOrigin], list[PluginError]]:
     """Load the plugins named by entry points into a new plugin manager.
 
-    Returns the manager and, for each registered plugin name, where it came from.
+    Returns the manager, where each registered plugin came from, and the problems of the plugins that could not be
+    loaded (each a PluginError naming the entry point, its distribution and the switch that skips it): one broken
+    plugin neither hides the others' problems nor stops the others from loading.
     """
     disabled = set(disabled or ()) | _env_names(ENV_DISABLE)
     enabled = set(enabled or ())
@@ -91,6 +94,7 @@ def load_plugins(
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     origins: dict[str, PluginOrigin] = {}
+    problems: list[PluginError] = []
     for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
         origin = _origin(ep)
         if ep.name in disabled:
@@ -98,28 +102,45 @@ def load_plugins(
         if not autoload and origin.distribution != BUILTIN_DISTRIBUTION and ep.name not in enabled:
             continue
         try:
-            plugin = ep.load()
-        except Exception as exc:  # any failure inside a plugin's import is reported, not raised as is
-            raise PluginError(
-                f"Error importing {origin.describe()}: {type(exc).__name__}: {exc}. Fix or uninstall "
-                f"{origin.distribution}, or skip it with -p no:{ep.name} (or {ENV_DISABLE}={ep.name})."
-            ) from exc
-        _check_api(plugin, origin)
-        if manager.is_registered(plugin):
+            name = _register(manager, ep, origin)
+        except PluginError as exc:
+            problems.append(exc)
             continue
-        name = f"{origin.distribution}:{ep.name}"
-        try:
-            manager.register(plugin, name=name)
-            manager.check_pending()  # a hook implementation that no spec names (a typo) is an error too
-        except pluggy.PluginValidationError as exc:
-            detail = " ".join(str(exc).split())
-            raise PluginError(
-                f"{origin.describe()} has a hook implementation that does not match the plugin API: {detail}. "
-                f"Hook arguments must be a subset of the spec's arguments (see hookformer.core.hookspecs)."
-            ) from None
-        _check_distribution_hooks(manager, plugin, origin)
-        origins[name] = origin
-    return manager, origins
+        if name is not None:
+            origins[name] = origin
+    return manager, origins, problems
+
+
+def skip_hint(origin: PluginOrigin) -> str:
+    return f"Fix or uninstall {origin.distribution}, or skip it with -p no:{origin.entry_point} (or {ENV_DISABLE}=" \
+           f"{origin.entry_point})."
+
+
+def _register(manager: pluggy.PluginManager, ep: EntryPoint, origin: PluginOrigin) -> str | None:
+    """Import the entry point and register its plugin; its name in the manager (None: already registered)."""
+    try:
+        plugin = ep.load()
+    except Exception as exc:  # any failure inside a plugin's import is reported, not raised as is
+        raise PluginError(f"Error importing {origin.describe()}: {type(exc).__name__}: {exc}. {skip_hint(origin)}"
+                          ) from exc
+    _check_api(plugin, origin)
+    if manager.is_registered(plugin):
+        return None
+    name = f"{origin.distribution}:{ep.name}"
+    try:
+        manager.register(plugin, name=name)
+        manager.check_pending()  # a hook implementation that no spec names (a typo) is an error too
+    except pluggy.PluginValidationError as exc:
+        if manager.is_registered(plugin):
+            manager.unregister(plugin)
+        detail = " ".join(str(exc).split())
+        raise PluginError(
+            f"{origin.describe()} has a hook implementation that does not match the plugin API: {detail}. "
+            f"Hook arguments must be a subset of the spec's arguments (see hookformer.core.hookspecs). "
+            f"{skip_hint(origin)}"
+        ) from None
+    _check_distribution_hooks(manager, plugin, origin)
+    return name
 
 
 def _check_distribution_hooks(manager: pluggy.PluginManager, plugin: object, origin: PluginOrigin) -> None:
@@ -132,5 +153,6 @@ def _check_distribution_hooks(manager: pluggy.PluginManager, plugin: object, ori
         raise PluginError(
             f"{origin.describe()} implements {', '.join(stray)} at the entry point itself. An entry-point plugin "
             f"implements only {' and '.join(hookspecs.DISTRIBUTION_HOOKS)}; move the run hooks into a hook part "
-            f'(PartSpec("hook", NAME, ...)) whose built object implements them, and list it in a run\'s hooks: section.'
+            f'(PartSpec("hook", NAME, ...)) whose built object implements them, and list it in a run\'s hooks: section. '
+            f"{skip_hint(origin)}"
         )

@@ -55,7 +55,7 @@ def cli(tmp_path_factory):
 def listed(stdout: str) -> dict[str, dict[str, str]]:
     """`hookformer plugins list` output -> stage -> part name -> provider."""
     stages: dict[str, dict[str, str]] = {}
-    for line in stdout.splitlines():
+    for line in stdout.split("\n\nplugins that could not be loaded")[0].splitlines():
         if not line.startswith(" "):
             current = stages.setdefault(line.rstrip(":"), {})
         else:
@@ -79,6 +79,19 @@ def assert_user_error(done: subprocess.CompletedProcess, *fragments: str, one_li
 def assert_ok(done: subprocess.CompletedProcess) -> None:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def assert_refused_and_listed(env: dict, cli, *fragments: str, flags: tuple = ()) -> None:
+    """The plugin problem stops a command that runs a config (exit 2, one paragraph with every fragment), while
+    `plugins list` still lists what loaded and reports the problem after the list."""
+    assert_user_error(cli(env, *flags, "train", "--run-dir", "never-made"), *fragments)
+    listing = cli(env, *flags, "plugins", "list")
+    assert_ok(listing)
+    assert listed(listing.stdout)["metric"]["loss"] == HOOKFORMER
+    problems = listing.stdout.split("plugins that could not be loaded")[1]
+    for fragment in fragments:
+        assert fragment in " ".join(problems.split()), f"{fragment!r} is not reported after the list: {problems}"
+    assert "could not be loaded" in listing.stderr
 
 
 # --- the example plugin ----------------------------------------------------------------------------------------
@@ -161,10 +174,8 @@ def clash_env(pip_install, make_plugin_package):
 
 
 def test_two_distributions_registering_the_same_part_is_an_error_naming_both(clash_env, cli):
-    done = cli(clash_env, "plugins", "list")
-    assert_user_error(done, '"bits_per_token"', "hookformer-bits-per-token 0.1.0", "hookformer-bpt-rival 0.2.0",
-                      "override=True")
-    assert done.stdout == ""
+    assert_refused_and_listed(clash_env, cli, '"bits_per_token"', "hookformer-bits-per-token 0.1.0",
+                              "hookformer-bpt-rival 0.2.0", "override=True")
 
 
 @pytest.fixture(scope="module")
@@ -216,10 +227,8 @@ def broken_env(pip_install, make_plugin_package):
 
 
 def test_a_plugin_that_fails_to_import_is_an_error_naming_its_entry_point_and_distribution(broken_env, cli):
-    done = cli(broken_env, "plugins", "list")
-    assert_user_error(done, 'plugin "explodes"', "hookformer-broken 0.1.0", "hookformer_missing_dependency",
-                      "-p no:explodes")
-    assert done.stdout == ""
+    assert_refused_and_listed(broken_env, cli, 'plugin "explodes"', "hookformer-broken 0.1.0",
+                              "hookformer_missing_dependency", "-p no:explodes")
 
 
 @pytest.mark.parametrize("args, env", [
@@ -250,7 +259,7 @@ def test_without_autoload_only_hookformers_own_parts_and_those_named_with_p_load
     metrics = listed(named.stdout)["metric"]
     assert "still_here" in metrics and "bits_per_token" in metrics
 
-    assert_user_error(cli(broken_env, "plugins", "list", *args, "-p", "explodes", **env),
+    assert_user_error(cli(broken_env, "train", *args, "-p", "explodes", **env),
                       'plugin "explodes"', "hookformer-broken 0.1.0")
 
 
@@ -261,7 +270,7 @@ def test_plugin_flags_before_the_subcommand_are_honoured(broken_env, cli, args):
 
 
 def test_debug_shows_the_traceback_of_a_plugin_error(broken_env, cli):
-    done = cli(broken_env, "plugins", "list", "--debug")
+    done = cli(broken_env, "train", "--debug")
     assert done.returncode != 0
     assert "Traceback" in done.stderr
     assert "ModuleNotFoundError" in done.stderr and "hookformer_missing_dependency" in done.stderr  # the cause
@@ -271,9 +280,9 @@ def test_debug_shows_the_traceback_of_a_plugin_error(broken_env, cli):
 @pytest.mark.slow
 def test_a_broken_package_in_the_environment_cannot_fail_the_test_suite(broken_env):
     # The package really breaks hookformer for a user of this environment...
-    listing = subprocess.run([sys.executable, "-m", "hookformer", "plugins", "list"], env=broken_env,
-                             capture_output=True, text=True, timeout=120)
-    assert listing.returncode == 2 and 'plugin "explodes"' in listing.stderr
+    started = subprocess.run([sys.executable, "-m", "hookformer", "train"], env=broken_env, capture_output=True,
+                             text=True, timeout=120)
+    assert started.returncode == 2 and 'plugin "explodes"' in started.stderr
     # ...but the suite, run in that environment, builds its catalogs without it.
     tests = Path(__file__).resolve().parent
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
@@ -305,17 +314,20 @@ def bad_hook_env(pip_install, make_plugin_package):
 
 
 def test_a_hook_implementation_with_arguments_outside_the_spec_is_an_error_naming_the_plugin(bad_hook_env, cli):
-    assert_user_error(cli(bad_hook_env, "plugins", "list"), 'plugin "bad_hook"', "hookformer-bad-hook 0.1.0",
-                      "nonexistent_arg")
-
-
-def test_a_hook_implementation_mismatch_is_reported_on_one_line(bad_hook_env, cli):
-    assert_user_error(cli(bad_hook_env, "plugins", "list"), 'plugin "bad_hook"')
+    assert_refused_and_listed(bad_hook_env, cli, 'plugin "bad_hook"', "hookformer-bad-hook 0.1.0", "nonexistent_arg",
+                              flags=("-p", "no:misspelled_hook"))
 
 
 def test_a_hook_implementation_that_no_spec_names_is_an_error_naming_the_plugin(bad_hook_env, cli):
-    assert_user_error(cli(bad_hook_env, "plugins", "list", "-p", "no:bad_hook"), 'plugin "misspelled_hook"',
-                      "hookformer-bad-hook 0.1.0", "hookformer_part")
+    assert_refused_and_listed(bad_hook_env, cli, 'plugin "misspelled_hook"', "hookformer-bad-hook 0.1.0",
+                              "hookformer_part", flags=("-p", "no:bad_hook"))
+
+
+def test_every_plugin_problem_is_reported_at_once_on_one_line(bad_hook_env, cli):
+    assert_refused_and_listed(bad_hook_env, cli, 'plugin "bad_hook"', "nonexistent_arg", "-p no:bad_hook",
+                              'plugin "misspelled_hook"', "hookformer_part", "-p no:misspelled_hook")
+    assert_user_error(cli(bad_hook_env, "data"), "2 plugin problems", '(1) plugin "bad_hook"',
+                      '(2) plugin "misspelled_hook"')
 
 
 @pytest.fixture(scope="module")
@@ -336,5 +348,5 @@ def future_env(pip_install, make_plugin_package):
 def test_a_plugin_made_for_another_api_version_is_refused_naming_it_and_both_versions(future_env, cli):
     from hookformer import API_VERSION
 
-    assert_user_error(cli(future_env, "plugins", "list"), 'plugin "future_api"', "hookformer-future 2.0.0",
-                      "API >=2", f"provides API {API_VERSION}", "-p no:future_api")
+    assert_refused_and_listed(future_env, cli, 'plugin "future_api"', "hookformer-future 2.0.0", "API >=2",
+                              f"provides API {API_VERSION}", "-p no:future_api")
