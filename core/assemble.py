@@ -30,6 +30,7 @@ from hookformer.core.distributed import World
 from hookformer.core.errors import ConfigError, PluginError
 from hookformer.core.params import check_optimizer, param_groups
 from hookformer.core.parts import BuildContext, Shapes
+from hookformer.core.provenance import entry_record
 
 #: The name the engine's own ``hookformer_build`` implementation is registered under.
 ENGINE = "hookformer-engine"
@@ -66,6 +67,8 @@ class Assembly:
         self._given_shapes = shapes
         self._saved_shapes = _manifest_shapes(checkpoint) if checkpoint is not None else Shapes()
         self._built: dict[str, Any] = {}
+        #: Where every part built so far came from, by section (what ``provenance.json`` records).
+        self.provenance: dict[str, dict] = {}
         self.plugins = pluggy.PluginManager(hookspecs.PROJECT)
         self.plugins.add_hookspecs(hookspecs)
         self.plugins.register(_EngineBuilder(config.catalog), name=ENGINE)
@@ -87,6 +90,7 @@ class Assembly:
     def build(self, stage: str, choice: PartChoice, ctx: BuildContext | None = None) -> Any:
         """One part, built through the run's ``hookformer_build`` hook (its hook parts' wrappers around the
         engine's factory call)."""
+        self.provenance[choice.section] = entry_record(stage, choice.name, choice.entry)
         return self.plugins.hook.hookformer_build(stage=stage, section=choice.section, name=choice.name,
                                                   options=choice.options, ctx=ctx or self.context())
 

@@ -232,6 +232,28 @@ def _saved_config(run_dir: Path) -> dict:
     return read_yaml(path)
 
 
+#: The sections each command that rebuilds a saved run uses; it validates only these.
+EVALUATE_SECTIONS = ("data", "cleaning", "tokenizer", "model", "attention", "objective", "metrics", "train")
+GENERATE_SECTIONS = ("tokenizer", "model", "attention", "objective", "train")
+
+
+def _validate_saved(raw: dict, run_dir: Path, args, sections: tuple[str, ...] | None = None):
+    """A saved run's config (with --set overrides applied), validated against what is installed now: a part whose
+    distribution is gone names the package to install, and a part now provided by another version or distribution
+    than the one that made the run is a warning."""
+    from hookformer.core import config as run_config
+    from hookformer.core import provenance
+    from hookformer.core.config import PartChoice
+
+    saved = provenance.read(run_dir)
+    config = run_config.validate(raw, _catalog(args), sections=sections, provenance=saved)
+    choices: list[PartChoice] = [*config.parts.values(), *config.metrics, *config.hooks, *config.cleaning]
+    now = {choice.section: provenance.entry_record(choice.stage, choice.name, choice.entry) for choice in choices}
+    for note in provenance.changes(saved, now):
+        print(f"hookformer: warning: {note}", file=sys.stderr)
+    return config
+
+
 def _launch(args) -> int:
     """``--nproc N``: the same command line, without ``--nproc``, in N processes started by torchrun."""
     if "WORLD_SIZE" in os.environ:
@@ -264,10 +286,11 @@ def cmd_train(args) -> int:
         for assignment in args.overrides:
             raw = run_config.apply_override(raw, assignment)
         run_dir = args.resume
+        config = _validate_saved(raw, run_dir, args)
     else:
         raw = run_config.compose(args.config, args.overrides)
         run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    config = run_config.validate(raw, _catalog(args))
+        config = run_config.validate(raw, _catalog(args))
 
     from hookformer.core import distributed  # heavy imports (torch) only after the config is valid
     from hookformer.core.loop import resolve_device
@@ -364,7 +387,7 @@ def cmd_evaluate(args) -> int:
     raw = _saved_config(args.run_dir)
     for assignment in args.overrides:
         raw = run_config.apply_override(raw, assignment)
-    config = run_config.validate(raw, _catalog(args))
+    config = _validate_saved(raw, args.run_dir, args, EVALUATE_SECTIONS)
 
     import json
 
@@ -396,9 +419,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from hookformer.core import config as run_config
-
-    config = run_config.validate(_saved_config(args.run_dir), _catalog(args))
+    config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, GENERATE_SECTIONS)
 
     import torch
 

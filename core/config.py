@@ -339,9 +339,14 @@ def _resolve_part(section: str, stage: str, value: Any, catalog, errors: list[st
         return None
 
 
-def validate(raw: dict, catalog) -> RunConfig:
+def validate(raw: dict, catalog, sections: tuple[str, ...] | None = None, provenance: dict | None = None
+             ) -> RunConfig:
     """Resolve and validate a raw config against the catalog; raise one ConfigError listing every problem.
-    Every loaded plugin's ``hookformer_configure`` sees (and may adjust) the raw config first."""
+    Every loaded plugin's ``hookformer_configure`` sees (and may adjust) the raw config first.
+
+    ``sections``: validate only these (``generate`` uses no optimizer; the others are then left out of the result).
+    ``provenance``: the run's recorded parts (hookformer.core.provenance), so that a part that is no longer
+    installed is reported with the distribution to install."""
     raw = copy.deepcopy(raw)
     for old, new in RENAMED_SECTIONS.items():
         if old in raw:
@@ -353,8 +358,11 @@ def validate(raw: dict, catalog) -> RunConfig:
             close = difflib.get_close_matches(str(key), SECTIONS, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             errors.append(f"{key}: unknown section{hint}; sections are: {', '.join(SECTIONS)}")
+    wanted = set(SECTIONS if sections is None else sections)
     parts = {}
     for section, stage in PART_SECTIONS.items():
+        if section not in wanted:
+            continue
         if section not in raw:
             errors.append(f"{section}: missing; choose one of: {', '.join(catalog.names(stage))}")
             continue
@@ -363,7 +371,7 @@ def validate(raw: dict, catalog) -> RunConfig:
             parts[section] = choice
     lists: dict[str, list[PartChoice]] = {}
     for section, stage in LIST_SECTIONS.items():
-        items = raw.get(section) or []
+        items = (raw.get(section) or []) if section in wanted else []
         if not isinstance(items, list):
             errors.append(f"{section}: expected a list of parts, got {type(items).__name__}")
             items = []
@@ -374,6 +382,12 @@ def validate(raw: dict, catalog) -> RunConfig:
         train = validate_options(TrainConfig, raw.get("train") or {})
     except ValidationError as exc:
         errors.extend(_error_lines("train", exc))
+    if provenance:
+        from hookformer.core.provenance import install_hint
+
+        errors = [f"{error} ({install_hint(provenance[section])})"
+                  if (section := error.partition(".name:")[0]) in provenance and ".name: unknown" in error else error
+                  for error in errors]
     if errors:
         count = f"{len(errors)} problem{'s' if len(errors) > 1 else ''}"
         raise ConfigError(f"invalid config ({count}): " + "; ".join(e.rstrip(".") for e in errors) + ".")

@@ -19,7 +19,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from hookformer.core import checkpoint
+import hookformer
+from hookformer.core import checkpoint, provenance
 from hookformer.core.config import EarlyStoppingConfig, RunConfig, pretrained_run_dir
 from hookformer.core.distributed import World
 from hookformer.core.assemble import Assembly
@@ -219,6 +220,8 @@ class Run:
             checkpoint.write_atomically(self.run_dir / "config.yaml",
                                         yaml.safe_dump(self.config.dump(), sort_keys=False))
             checkpoint.write_atomically(self.run_dir / "data_report.json", json.dumps(self.data.report, indent=2))
+            checkpoint.write_atomically(self.run_dir / provenance.FILE, json.dumps(
+                {"hookformer": hookformer.__version__, "parts": assembly.provenance}, indent=2))
 
     def _load_pretrained(self, source: Path) -> None:
         """Fine-tuning: the pretrained checkpoint's weights, heads excepted."""

@@ -302,3 +302,46 @@ def test_an_entry_point_plugin_that_implements_run_hooks_is_refused(pip_install,
             Catalog.load(enabled={"global_hooks"})
     finally:
         sys.path.remove(site)
+
+
+# --- provenance ----------------------------------------------------------------------------------------------------
+
+
+def test_the_run_directory_records_which_distribution_provided_every_part(tmp_path, docs_corpus, run_hooks_catalog):
+    objective = {"name": "combined", "objectives": [{"name": "clm"}]}
+    raw = raw_config(docs_corpus, hooks=["tensorboard"], objective=objective, train={"max_steps": 2})
+    Run(config_of(tmp_path, raw, run_hooks_catalog), tmp_path / "run").train()
+    recorded = json.loads((tmp_path / "run" / "provenance.json").read_text())["parts"]
+    assert recorded["hooks.0"] == {"stage": "hook", "name": "tensorboard", "distribution": "hookformer-run-hooks",
+                                   "version": "0.1.0", "entry_point": "run_hooks", "override": False}
+    assert recorded["objective.objectives.0"]["name"] == "clm"  # nested parts too
+    assert {recorded[s]["distribution"] for s in ("model", "tokenizer", "data", "optimizer")} == {"hookformer"}
+
+
+def test_a_run_whose_plugin_is_gone_names_the_package_and_generate_needs_only_its_own_sections(
+        tmp_path, docs_corpus, run_hooks_catalog, monkeypatch, capsys):
+    from hookformer.core.cli import main
+
+    raw = raw_config(docs_corpus, hooks=["tensorboard"], train={"max_steps": 2})
+    Run(config_of(tmp_path, raw, run_hooks_catalog), tmp_path / "run").train()
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "site" not in Path(p).name or "-packages" in p])
+    assert "tensorboard" not in Catalog.load().names("hook")  # uninstalled
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--set", "train.max_steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert 'unknown hook part "tensorboard"' in err and 'pip install "hookformer-run-hooks==0.1.0"' in err
+    assert main(["generate", str(tmp_path / "run"), "--tokens", "4", "--greedy"]) == 0  # it uses no hook part
+
+
+def test_a_part_made_with_another_version_is_a_warning(tmp_path, docs_corpus, capsys):
+    from hookformer.core.cli import main
+
+    Run(config_of(tmp_path, raw_config(docs_corpus, train={"max_steps": 2})), tmp_path / "run").train()
+    path = tmp_path / "run" / "provenance.json"
+    recorded = json.loads(path.read_text())
+    recorded["parts"]["model"]["version"] = "0.0.1"
+    path.write_text(json.dumps(recorded))
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--examples", "4"]) == 0
+    assert ('warning: model: part "transformer" was made with hookformer 0.0.1, now 0.1.0 is installed'
+            in capsys.readouterr().err)
