@@ -19,11 +19,12 @@ and document masks are data, so they are applied on every block that has them.
 
 Backward: 5 matrix products per (query block, key block) pair, as FlashAttention-2 (S^T = K Q^T, dP^T = V dO^T,
 dV += P^T dO, dK += dS^T Q, dQ += dS K), in one pass over the key blocks; delta = rowsum(dO * O) comes from a small
-kernel first. FlashAttention-2 adds each key block's dQ with atomics, whose order (hence fp32 rounding) changes
-from run to run. Here it is deterministic: each program owns a fixed, interleaved set of key blocks of one head
-(j = g, g + S, ...) and adds their dQ into its own fp32 buffer, split g of S, with plain loads and stores (no other
-program touches it, and they run in a fixed order); a last kernel sums the S splits in order and casts. S
-(1 to 4) is only above 1 when B*H alone cannot fill the GPU, so the extra memory is bounded by S fp32 copies of dQ.
+kernel first. FlashAttention-2 adds every key block's dQ into one fp32 buffer with atomics from many programs at
+once, in an order (hence an fp32 rounding) that changes from run to run. Here each program owns a fixed, interleaved
+set of key blocks of one head (j = g, g + S, ...) and adds their dQ into its own fp32 split g of S: no other program
+touches it, each element gets one add per key block, and a barrier between key blocks orders them, so the sums are
+the same bits every run; a last kernel adds the S splits in order, scales and casts. S (1 to 4) exceeds 1 only when
+B*H alone cannot fill the GPU (two programs per multiprocessor), so the extra memory is at most 4 fp32 copies of dQ.
 
 Tiles, warps and pipeline stages are autotuned per head dim, keyed on the dtype, the masks and the lengths rounded
 to powers of two. Under Triton's interpreter (``TRITON_INTERPRET=1``, how the tests run on a machine without a GPU)
@@ -67,10 +68,11 @@ FWD_CONFIGS = {
     64: [_config(128, 64, 4, 3), _config(128, 128, 8, 3), _config(64, 64, 4, 4), _config(64, 32, 4, 2)],
     128: [_config(128, 64, 8, 3), _config(128, 128, 8, 2), _config(64, 64, 4, 3), _config(64, 32, 4, 2)],
 }
-# The backward keeps dK and dV (BLOCK_N x D, fp32) in registers: BLOCK_N 128 needs 8 warps at D 128.
+# The backward keeps dK and dV (BLOCK_N x D, fp32) in registers, with 8 warps where the sm_90 compile shows it
+# spills least (benchmarks/attention.py --sm90): none at D 64 but for 64 x 128; at D 128 every tile spills some.
 BWD_CONFIGS = {
-    64: [_config(64, 128, 8, 2), _config(32, 128, 4, 2), _config(64, 64, 4, 2), _config(32, 64, 4, 3)],
-    128: [_config(64, 128, 8, 2), _config(32, 128, 8, 2), _config(64, 64, 8, 2), _config(32, 64, 4, 2)],
+    64: [_config(64, 64, 8, 2), _config(32, 64, 8, 2), _config(32, 64, 4, 3), _config(64, 128, 8, 2)],
+    128: [_config(32, 64, 8, 2), _config(32, 128, 8, 1), _config(64, 64, 8, 2), _config(64, 128, 8, 2)],
 }
 INTERPRETER_CONFIG = _config(32, 32, 4, 1)  # the interpreter pays per loop iteration, not per element
 
@@ -251,13 +253,15 @@ def _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, hi, K
         dv += _dot(p_t.to(do.dtype), do, PRECISION, UPCAST)
         ds_t = p_t * (_dot(v, tl.trans(do), PRECISION, UPCAST) - delta[None, :])
         dk += _dot(ds_t.to(q.dtype), q, PRECISION, UPCAST)
+        # Only this program adds to its dQ split, each element once per key block, and a barrier separates key
+        # blocks: the adds land in a fixed order. An add without a returned value holds no registers for the old one.
         dq_ptrs = DQ + offs_m[:, None] * HEAD_DIM + tl.arange(0, BLOCK_D)[None, :]
         dq = _dot(tl.trans(ds_t).to(k.dtype), k, PRECISION, UPCAST)
         if MASKED or BLOCK_D != HEAD_DIM:
-            dq_mask = (offs_m[:, None] < T_Q) & (tl.arange(0, BLOCK_D)[None, :] < HEAD_DIM)
-            tl.store(dq_ptrs, tl.load(dq_ptrs, mask=dq_mask, other=0.0) + dq, mask=dq_mask)
+            tl.atomic_add(dq_ptrs, dq, mask=(offs_m[:, None] < T_Q) & (tl.arange(0, BLOCK_D)[None, :] < HEAD_DIM),
+                          sem="relaxed")
         else:
-            tl.store(dq_ptrs, tl.load(dq_ptrs) + dq)
+            tl.atomic_add(dq_ptrs, dq, sem="relaxed")
     return dk, dv
 
 
@@ -310,8 +314,7 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, KPM, DOC, sqb, sqh, sqt, sk
                             qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST, True)
         _store_tile(DK, dk * sm_scale, offs_n, HEAD_DIM, T_K, HEAD_DIM, BLOCK_D)
         _store_tile(DV, dv, offs_n, HEAD_DIM, T_K, HEAD_DIM, BLOCK_D)
-        # the next key block reads dQ rows this one wrote, possibly from other threads of the program
-        tl.debug_barrier()
+        tl.debug_barrier()  # this key block's dQ adds are performed before the next block's
 
 
 @triton.jit
@@ -346,7 +349,8 @@ def _dense_rows(x):
 
 
 def _launch(kernel, config, grid, *args, **meta):
-    """Autotuned launch, or with one given triton.Config (the tests run the GPU configurations that way)."""
+    """Every kernel launch: autotuned (or plain), or with one given triton.Config (the tests run the GPU
+    configurations that way). ``grid`` is one-dimensional."""
     if config is None:
         kernel[grid](*args, **meta)
     else:
@@ -384,16 +388,17 @@ class _FlashAttention(torch.autograd.Function):
         grad_out = _dense_rows(grad_out)
         small = dict(HEAD_DIM=d, BLOCK_D=meta["BLOCK_D"], BLOCK_M=32 if interpreting() else 64)
         delta = torch.empty(b * h, t_q, device=q.device, dtype=torch.float32)
-        rows = triton.cdiv(t_q, small["BLOCK_M"]) * b * h
-        _delta_kernel[(rows,)](out, grad_out, delta, *_strides(out), *_strides(grad_out), h, t_q, **small)
+        rows = (triton.cdiv(t_q, small["BLOCK_M"]) * b * h,)
+        _launch(_delta_kernel, None, rows, out, grad_out, delta, *_strides(out), *_strides(grad_out), h, t_q, **small)
         splits = dq_splits(b * h, t_k, q.device)
         dq_acc = torch.zeros(splits, b * h, t_q, d, device=q.device, dtype=torch.float32)
-        dk, dv = torch.empty_like(k, memory_format=torch.contiguous_format), torch.empty_like(v, memory_format=torch.contiguous_format)
+        dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+        dv = torch.empty_like(v, memory_format=torch.contiguous_format)
         _launch(_bwd_kernel, configs and configs[1], (splits * b * h,), q, k, v, grad_out, lse, delta, dq_acc, dk,
                 dv, kpm, doc, *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), h, t_q, t_k,
                 *ctx.buckets, splits, ctx.scale * LOG2E, ctx.scale, **meta)
         dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-        _dq_kernel[(rows,)](dq_acc, dq, *_strides(dq), h, t_q, splits, ctx.scale, **small)
+        _launch(_dq_kernel, None, rows, dq_acc, dq, *_strides(dq), h, t_q, splits, ctx.scale, **small)
         return dq, dk, dv, None, None, None, None, None, None
 
 
