@@ -124,3 +124,11 @@ def test_fp32_keeps_ieee_dot_products_and_its_tolerance_when_torch_allows_tf32(m
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     case = AttentionCase(t_q=64, t_k=64, head_dim=64, causal=True, padded=False, dtype="float32")
     check_attention_kernel(flash, TRITON_FLASH, case, device=DEVICE)
+
+
+def test_the_allow_tf32_option_trades_fp32_accuracy_for_tensor_cores_within_tf32_error():
+    # Opt-in only: the declared fp32 tolerance (1e-5) is for IEEE dot products; TF32 rounds inputs to 10 bits.
+    tf32 = tf.TritonFlashAttention(tf.TritonFlashOptions(allow_tf32=True))
+    q, k, v = _qkv(2, 2, 64, 64, 64)
+    torch.testing.assert_close(tf32(q, k, v, causal=True).double(),
+                               naive_attention(*(x.double() for x in (q, k, v)), causal=True), atol=5e-3, rtol=5e-3)

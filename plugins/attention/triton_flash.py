@@ -68,8 +68,8 @@ FWD_CONFIGS = {
     64: [_config(128, 64, 4, 3), _config(128, 128, 8, 3), _config(64, 64, 4, 4), _config(64, 32, 4, 2)],
     128: [_config(128, 64, 8, 3), _config(128, 128, 8, 2), _config(64, 64, 4, 3), _config(64, 32, 4, 2)],
 }
-# The backward keeps dK and dV (BLOCK_N x D, fp32) in registers, with 8 warps where the sm_90 compile shows it
-# spills least (benchmarks/attention.py --sm90): none at D 64 but for 64 x 128; at D 128 every tile spills some.
+# The backward keeps dK and dV (BLOCK_N x D, fp32) in registers; 8 warps, where the sm_90 compile spills least
+# (benchmarks/attention.py --sm90): none at D 64; at D 128 the 64-query tiles spill a little.
 BWD_CONFIGS = {
     64: [_config(64, 64, 8, 2), _config(32, 64, 8, 2), _config(32, 64, 4, 3), _config(64, 128, 8, 2)],
     128: [_config(32, 64, 8, 2), _config(32, 128, 8, 1), _config(64, 64, 8, 2), _config(64, 128, 8, 2)],
@@ -229,39 +229,35 @@ def _delta_kernel(O, DO, DELTA, sob, soh, sot, sdb, sdh, sdt, H, T_Q,
 
 
 @triton.jit
-def _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, hi, KPM, DOC, T_Q, T_K, qk_scale,
+def _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, mid, end, KPM, DOC, T_Q, T_K, qk_scale,
                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr,
-               HAS_KPM: tl.constexpr, HAS_DOC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-               MASKED: tl.constexpr):
-    """Query blocks [lo, hi) against one key block: 5 products each; dK, dV accumulate in registers, dQ in this
-    program's own fp32 buffer (unscaled)."""
-    for start_m in range(lo, hi, BLOCK_M):
+               HAS_KPM: tl.constexpr, HAS_DOC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Query blocks [lo, T_Q) against one key block: 5 products each; dK, dV accumulate in registers, dQ in this
+    program's own fp32 buffer (unscaled). Only the blocks outside [mid, end) compute the causal and length mask:
+    a branch taken by the whole program, in one loop (three loops, as in the forward, spill registers at D 128)."""
+    for start_m in range(lo, T_Q, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = _tile(Q, offs_m, sqt, T_Q, HEAD_DIM, BLOCK_D, MASKED)
-        do = _tile(DO, offs_m, sdot, T_Q, HEAD_DIM, BLOCK_D, MASKED)
-        if MASKED:  # rows past T_Q: lse inf makes their P zero
-            lse = tl.load(LSE + offs_m, mask=offs_m < T_Q, other=float("inf"))
-            delta = tl.load(DELTA + offs_m, mask=offs_m < T_Q, other=0.0)
-        else:
-            lse = tl.load(LSE + offs_m)
-            delta = tl.load(DELTA + offs_m)
+        q = _tile(Q, offs_m, sqt, T_Q, HEAD_DIM, BLOCK_D, True)
+        do = _tile(DO, offs_m, sdot, T_Q, HEAD_DIM, BLOCK_D, True)
+        lse = tl.load(LSE + offs_m, mask=offs_m < T_Q, other=float("inf"))  # rows past T_Q: P is zero
+        delta = tl.load(DELTA + offs_m, mask=offs_m < T_Q, other=0.0)
         p_t = tl.exp2(_dot(k, tl.trans(q), PRECISION, UPCAST) * qk_scale - lse[None, :])  # (N, M)
-        if MASKED or HAS_KPM or HAS_DOC:
-            p_t = tl.where(tl.trans(_visible(offs_m, offs_n, T_Q, T_K, KPM, DOC, MASKED, MASKED and CAUSAL,
-                                             HAS_KPM, HAS_DOC)), p_t, 0.0)
+        if (start_m < mid) | (start_m >= end):
+            p_t = tl.where(tl.trans(_visible(offs_m, offs_n, T_Q, T_K, KPM, DOC, True, CAUSAL, HAS_KPM, HAS_DOC)),
+                           p_t, 0.0)
+        elif HAS_KPM or HAS_DOC:
+            p_t = tl.where(tl.trans(_visible(offs_m, offs_n, T_Q, T_K, KPM, DOC, False, False, HAS_KPM, HAS_DOC)),
+                           p_t, 0.0)
         dv += _dot(p_t.to(do.dtype), do, PRECISION, UPCAST)
         ds_t = p_t * (_dot(v, tl.trans(do), PRECISION, UPCAST) - delta[None, :])
         dk += _dot(ds_t.to(q.dtype), q, PRECISION, UPCAST)
         # Only this program adds to its dQ split, each element once per key block, and a barrier separates key
         # blocks: the adds land in a fixed order. An add without a returned value holds no registers for the old one.
-        dq_ptrs = DQ + offs_m[:, None] * HEAD_DIM + tl.arange(0, BLOCK_D)[None, :]
         dq = _dot(tl.trans(ds_t).to(k.dtype), k, PRECISION, UPCAST)
-        if MASKED or BLOCK_D != HEAD_DIM:
-            tl.atomic_add(dq_ptrs, dq, mask=(offs_m[:, None] < T_Q) & (tl.arange(0, BLOCK_D)[None, :] < HEAD_DIM),
-                          sem="relaxed")
-        else:
-            tl.atomic_add(dq_ptrs, dq, sem="relaxed")
+        cols = tl.arange(0, BLOCK_D)
+        tl.atomic_add(DQ + offs_m[:, None] * HEAD_DIM + cols[None, :], dq,
+                      mask=(offs_m[:, None] < T_Q) & (cols[None, :] < HEAD_DIM), sem="relaxed")
     return dk, dv
 
 
@@ -306,12 +302,8 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, KPM, DOC, sqb, sqh, sqt, sk
         end = tl.maximum(mid, last_full_m)
         if start_n + BLOCK_N > T_K:  # the last, partial key block is masked throughout
             end = mid
-        dk, dv = _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, mid, KPM, DOC, T_Q, T_K,
-                            qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST, True)
-        dk, dv = _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, mid, end, KPM, DOC, T_Q, T_K,
-                            qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST, False)
-        dk, dv = _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, end, T_Q, KPM, DOC, T_Q, T_K,
-                            qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST, True)
+        dk, dv = _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, mid, end, KPM, DOC, T_Q,
+                            T_K, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST)
         _store_tile(DK, dk * sm_scale, offs_n, HEAD_DIM, T_K, HEAD_DIM, BLOCK_D)
         _store_tile(DV, dv, offs_n, HEAD_DIM, T_K, HEAD_DIM, BLOCK_D)
         tl.debug_barrier()  # this key block's dQ adds are performed before the next block's
