@@ -132,3 +132,16 @@ def test_the_allow_tf32_option_trades_fp32_accuracy_for_tensor_cores_within_tf32
     q, k, v = _qkv(2, 2, 64, 64, 64)
     torch.testing.assert_close(tf32(q, k, v, causal=True).double(),
                                naive_attention(*(x.double() for x in (q, k, v)), causal=True), atol=5e-3, rtol=5e-3)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_blocks_outside_sorted_documents_are_skipped_and_ids_that_repeat_apart_still_attend(causal):
+    # Sorted ids (packed documents): the kernels visit only the blocks of each block's documents. Ids that come
+    # back after another document are one document too (the reference's equality): there nothing is skipped.
+    sorted_ids = torch.repeat_interleave(torch.arange(4), torch.tensor([40, 3, 50, 7]))
+    repeating = torch.tensor([0, 1, 0, 2, 0, 1] * 17)[:100]
+    documents = torch.stack([sorted_ids, repeating]).to(DEVICE)
+    _against_reference(*_qkv(2, 2, 100, 100, 16), TRITON_FLASH.tolerance("float32"), causal=causal,
+                       document_ids=documents)
+    _against_reference(*_qkv(2, 2, 60, 100, 16), TRITON_FLASH.tolerance("float32"), causal=causal,
+                       document_ids=documents)

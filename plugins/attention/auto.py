@@ -27,7 +27,7 @@ class AutoKernel:
     def select(self, call: AttentionCall):
         """(name, kernel) of the kernel chosen for ``call``; every candidate's reasons when none can run it."""
         rejected = []
-        for entry in sorted(self.candidates, key=lambda e: e.capabilities().prefers_others(call)):  # stable
+        for entry in sorted(self.candidates, key=lambda e: _prefers_others(e, call)):  # stable: priority order kept
             reasons = entry.capabilities().not_supported_reasons(call)
             if not reasons:
                 name = entry.spec.name
@@ -47,6 +47,11 @@ class AutoKernel:
             kernel = self._chosen[call] = self.select(call)[1]
         return kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale,
                       **documents(document_ids))
+
+
+def _prefers_others(entry, call: AttentionCall) -> bool:
+    prefers = getattr(entry.capabilities(), "prefers_others", None)  # capabilities written without the field
+    return bool(prefers and prefers(call))
 
 
 def build(options, ctx) -> AutoKernel:

@@ -150,6 +150,15 @@ def _visible(offs_m, offs_n, T_Q, T_K, KPM, DOC, BOUNDS: tl.constexpr, CAUSAL: t
 
 
 @triton.jit
+def _query_positions(start, BLOCK: tl.constexpr, T_Q, T_K):
+    """Key positions of the first and last query of the block (queries i are keys i + T_K - T_Q), the first
+    clamped to 0; the last is negative when every query of the block comes before the first key."""
+    first = tl.maximum(start + (T_K - T_Q), 0)
+    last = tl.minimum(start + BLOCK, T_Q) - 1 + (T_K - T_Q)
+    return first, last
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, KPM, DOC, T_Q, T_K, qk_scale,
                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                HAS_KPM: tl.constexpr, HAS_DOC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -175,7 +184,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, KPM
 
 @triton.autotune(configs=_all(FWD_CONFIGS), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner(FWD_CONFIGS)})
 @triton.jit
-def _fwd_kernel(Q, K, V, O, LSE, KPM, DOC, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
+def _fwd_kernel(Q, K, V, O, LSE, KPM, DOC, RUNS, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
                 H, T_Q, T_K, T_QB, T_KB, qk_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
                 HAS_DOC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -193,6 +202,7 @@ def _fwd_kernel(Q, K, V, O, LSE, KPM, DOC, sqb, sqh, sqt, skb, skh, skt, svb, sv
     O += b * sob + h * soh
     KPM += b * T_K
     DOC += b * T_K
+    RUNS += b * 2 * T_K
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     q = _tile(Q, offs_m, sqt, T_Q, HEAD_DIM, BLOCK_D, True)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -204,10 +214,17 @@ def _fwd_kernel(Q, K, V, O, LSE, KPM, DOC, sqb, sqh, sqt, skb, skh, skt, svb, sv
     else:
         hi = T_K
         full = T_K // BLOCK_N * BLOCK_N
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, skt, svt, offs_m, 0, full, KPM, DOC, T_Q, T_K, qk_scale,
+    lo = 0
+    if HAS_DOC:  # only the keys of the documents of the block's queries (all keys when the ids are not sorted)
+        first, last = _query_positions(start_m * BLOCK_M, BLOCK_M, T_Q, T_K)
+        lo = tl.load(RUNS + first) // BLOCK_N * BLOCK_N
+        hi = tl.where(last >= 0, tl.minimum(hi, tl.load(RUNS + T_K + tl.maximum(last, 0))), 0)
+        full = tl.minimum(full, hi) // BLOCK_N * BLOCK_N
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, skt, svt, offs_m, lo, full, KPM, DOC, T_Q, T_K, qk_scale,
                                HEAD_DIM, BLOCK_D, BLOCK_N, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST, False)
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, skt, svt, offs_m, full, hi, KPM, DOC, T_Q, T_K, qk_scale,
-                               HEAD_DIM, BLOCK_D, BLOCK_N, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST, True)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, skt, svt, offs_m, tl.maximum(lo, full), hi, KPM, DOC, T_Q,
+                               T_K, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, CAUSAL, HAS_KPM, HAS_DOC, PRECISION,
+                               UPCAST, True)
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
     _store_tile(O, acc / l_safe[:, None], offs_m, sot, T_Q, HEAD_DIM, BLOCK_D)  # no visible key: zeros, as the reference
@@ -229,13 +246,14 @@ def _delta_kernel(O, DO, DELTA, sob, soh, sot, sdb, sdh, sdt, H, T_Q,
 
 
 @triton.jit
-def _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, mid, end, KPM, DOC, T_Q, T_K, qk_scale,
+def _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, hi, mid, end, KPM, DOC, T_Q, T_K,
+               qk_scale,
                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr,
                HAS_KPM: tl.constexpr, HAS_DOC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """Query blocks [lo, T_Q) against one key block: 5 products each; dK, dV accumulate in registers, dQ in this
+    """Query blocks from lo to hi against one key block: 5 products each; dK, dV accumulate in registers, dQ in this
     program's own fp32 buffer (unscaled). Only the blocks outside [mid, end) compute the causal and length mask:
     a branch taken by the whole program, in one loop (three loops, as in the forward, spill registers at D 128)."""
-    for start_m in range(lo, T_Q, BLOCK_M):
+    for start_m in range(lo, hi, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q = _tile(Q, offs_m, sqt, T_Q, HEAD_DIM, BLOCK_D, True)
@@ -264,7 +282,7 @@ def _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, mid, 
 @triton.autotune(configs=_all(BWD_CONFIGS), key=_TUNE_KEY + ["SPLITS"], reset_to_zero=["DQ"],
                  prune_configs_by={"early_config_prune": _pruner(BWD_CONFIGS)})
 @triton.jit
-def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, KPM, DOC, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
+def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, KPM, DOC, RUNS, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
                 sdob, sdoh, sdot, H, T_Q, T_K, T_QB, T_KB, SPLITS, qk_scale, sm_scale,
                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
                 HAS_DOC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -286,6 +304,7 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, KPM, DOC, sqb, sqh, sqt, sk
     DELTA += bh * T_Q
     KPM += b * T_K
     DOC += b * T_K
+    RUNS += b * 2 * T_K
     last_full_m = T_Q // BLOCK_M * BLOCK_M
     for start_n in range(g * BLOCK_N, T_K, SPLITS * BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -302,8 +321,12 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, KPM, DOC, sqb, sqh, sqt, sk
         end = tl.maximum(mid, last_full_m)
         if start_n + BLOCK_N > T_K:  # the last, partial key block is masked throughout
             end = mid
-        dk, dv = _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, mid, end, KPM, DOC, T_Q,
-                            T_K, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST)
+        hi = T_Q
+        if HAS_DOC:  # only the queries of the documents of the block's keys (all when the ids are not sorted)
+            lo = tl.maximum(lo, tl.load(RUNS + start_n) - (T_K - T_Q)) // BLOCK_M * BLOCK_M
+            hi = tl.minimum(T_Q, tl.load(RUNS + T_K + tl.minimum(start_n + BLOCK_N, T_K) - 1) - (T_K - T_Q))
+        dk, dv = _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, hi, mid, end, KPM, DOC,
+                            T_Q, T_K, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, CAUSAL, HAS_KPM, HAS_DOC, PRECISION, UPCAST)
         _store_tile(DK, dk * sm_scale, offs_n, HEAD_DIM, T_K, HEAD_DIM, BLOCK_D)
         _store_tile(DV, dv, offs_n, HEAD_DIM, T_K, HEAD_DIM, BLOCK_D)
         tl.debug_barrier()  # this key block's dQ adds are performed before the next block's
@@ -329,6 +352,21 @@ def dq_splits(bh: int, t_k: int, device: torch.device) -> int:
     multiprocessor, at most MAX_DQ_SPLITS, no more than there are 64-key blocks."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
     return max(1, min(MAX_DQ_SPLITS, triton.cdiv(2 * sms, bh), triton.cdiv(t_k, 64)))
+
+
+def _document_runs(doc):
+    """(B, 2, T_k) int32: for each key, the start and the end (exclusive) of the run of equal ids it lies in, where
+    a sequence's ids never decrease (packed documents: each run is a whole document, and the kernels skip the
+    blocks outside it); 0 and T_k otherwise (document ids that repeat apart: nothing is skipped). No host sync."""
+    b, t = doc.shape
+    position = torch.arange(t, device=doc.device, dtype=torch.int32).expand(b, t)
+    change = doc[:, 1:] != doc[:, :-1]
+    first = torch.cat([change.new_ones(b, 1), change], 1)
+    last = torch.cat([change, change.new_ones(b, 1)], 1)
+    start = torch.cummax(torch.where(first, position, 0), 1).values
+    end = torch.cummin(torch.where(last, position + 1, t).flip(1), 1).values.flip(1)
+    sorted_ids = (doc[:, 1:] >= doc[:, :-1]).all(1, keepdim=True)
+    return torch.stack([torch.where(sorted_ids, start, 0), torch.where(sorted_ids, end, t)], 1).to(torch.int32)
 
 
 def _strides(x):
@@ -358,6 +396,7 @@ class _FlashAttention(torch.autograd.Function):
         has_kpm, has_doc = key_padding_mask is not None, document_ids is not None
         kpm = key_padding_mask.to(torch.int8).contiguous() if has_kpm else q.new_empty(1, dtype=torch.int8)
         doc = document_ids.to(torch.int32).contiguous() if has_doc else q.new_empty(1, dtype=torch.int32)
+        runs = _document_runs(doc) if has_doc else doc
         out = q.new_empty(b, t_q, h, d).transpose(1, 2)  # (B, T, H, D) memory: the model merges heads for free
         lse = torch.empty(b * h, t_q, device=q.device, dtype=torch.float32)
         meta = dict(HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), CAUSAL=causal, HAS_KPM=has_kpm,
@@ -365,15 +404,15 @@ class _FlashAttention(torch.autograd.Function):
                     UPCAST=interpreting() and q.dtype != torch.float32)
         buckets = (triton.next_power_of_2(t_q), triton.next_power_of_2(t_k))
         _launch(_fwd_kernel, configs and configs[0], lambda c: (triton.cdiv(t_q, c["BLOCK_M"]) * b * h,),
-                q, k, v, out, lse, kpm, doc, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+                q, k, v, out, lse, kpm, doc, runs, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                 h, t_q, t_k, *buckets, scale * LOG2E, **meta)
-        ctx.save_for_backward(q, k, v, out, lse, kpm, doc)
+        ctx.save_for_backward(q, k, v, out, lse, kpm, doc, runs)
         ctx.scale, ctx.meta, ctx.buckets, ctx.configs = scale, meta, buckets, configs
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse, kpm, doc = ctx.saved_tensors
+        q, k, v, out, lse, kpm, doc, runs = ctx.saved_tensors
         b, h, t_q, d = q.shape
         t_k = k.shape[2]
         meta, configs = ctx.meta, ctx.configs
@@ -387,7 +426,7 @@ class _FlashAttention(torch.autograd.Function):
         dk = torch.empty_like(k, memory_format=torch.contiguous_format)
         dv = torch.empty_like(v, memory_format=torch.contiguous_format)
         _launch(_bwd_kernel, configs and configs[1], (splits * b * h,), q, k, v, grad_out, lse, delta, dq_acc, dk,
-                dv, kpm, doc, *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), h, t_q, t_k,
+                dv, kpm, doc, runs, *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), h, t_q, t_k,
                 *ctx.buckets, splits, ctx.scale * LOG2E, ctx.scale, **meta)
         dq = torch.empty_like(q, memory_format=torch.contiguous_format)
         _launch(_dq_kernel, None, rows, dq_acc, dq, *_strides(dq), h, t_q, splits, ctx.scale, **small)
