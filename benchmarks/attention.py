@@ -117,7 +117,7 @@ def _gpu_row(flash, b: int, h: int, t: int, d: int, causal: bool, layout: str) -
     row = []
     for fn in (ours, sdpa):
         fwd_ms = triton.testing.do_bench(fn)
-        both_ms = triton.testing.do_bench(lambda: fn().backward(grad), grad_to_none=leaves)
+        both_ms = triton.testing.do_bench(lambda fn=fn: fn().backward(grad), grad_to_none=leaves)
         row.append((flops / fwd_ms / 1e9, 3.5 * flops / both_ms / 1e9))  # backward = 2.5x forward
     return row
 
@@ -168,34 +168,42 @@ def _compile_sm90(fn, pointers: dict, constants: dict, num_warps: int, num_stage
         tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
         usage = subprocess.run([tool, "-res-usage", cubin.name], capture_output=True, text=True, check=True).stdout
     ptx = compiled.asm["ptx"]
-    return {"regs": int(re.search(r"REG:(\d+)", usage).group(1)), "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
-            "shared": compiled.metadata.shared, "wgmma": ptx.count("wgmma.mma_async"), "mma.sync": ptx.count("mma.sync")}
+    return {"regs": int(re.search(r"REG:(\d+)", usage).group(1)),
+            "stack": int(re.search(r"STACK:(\d+)", usage).group(1)), "shared": compiled.metadata.shared,
+            "wgmma": ptx.count("wgmma.mma_async"), "mma.sync": ptx.count("mma.sync")}
 
 
 def sm90_table() -> None:
     from hookformer.plugins.attention import triton_flash as tf
 
-    pointers = {n: "*bf16" for n in ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ")}
-    pointers.update(LSE="*fp32", DELTA="*fp32", KPM="*i8", DOC="*i32")
-    common = dict(CAUSAL=True, HAS_KPM=False, HAS_DOC=False, PRECISION="ieee", UPCAST=False)
-    print("sm_90 compile (no launch), bf16, causal, no padding or document mask; shared memory limit 232448 bytes")
-    print(f"{'kernel':>6} {'D':>4} {'BLOCK_M':>7} {'BLOCK_N':>7} {'warps':>5} {'stages':>6} | {'regs':>4} {'stack':>5} "
-          f"{'shared':>7} {'wgmma':>5} {'mma.sync':>8}")
+    def types(dtype: str, **more) -> dict:
+        pointers = {n: dtype for n in ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ")}
+        return {**pointers, "LSE": "*fp32", "DELTA": "*fp32", "DQ_SPLITS": "*fp32", "KPM": "*i8", "DOC": "*i32",
+                "RUNS": "*i32", **more}
+
+    print("sm_90 compile (no launch); shared memory limit 232448 bytes. Causal; every bf16 configuration without "
+          "padding or document masks, the first also with both; the fp32 configurations (IEEE dots)")
+    print(f"{'kernel':>6} {'variant':>7} {'D':>4} {'BLOCK_M':>7} {'BLOCK_N':>7} {'warps':>5} {'stages':>6} | "
+          f"{'regs':>4} {'stack':>5} {'shared':>7} {'wgmma':>5} {'mma.sync':>8}")
     for d in (64, 96, 128):
         block_d = max(16, 1 << (d - 1).bit_length())
-        jobs = [("fwd", tf._fwd_kernel.fn, c, pointers) for c in tf.gpu_configs(tf.FWD_CONFIGS, block_d)]
-        jobs += [("bwd", tf._bwd_kernel.fn, c, {**pointers, "DQ": "*fp32"})  # dQ is summed in fp32 splits
-                 for c in tf.gpu_configs(tf.BWD_CONFIGS, block_d)]
-        for name, fn, config, types in jobs:
-            r = _compile_sm90(fn, types, dict(HEAD_DIM=d, BLOCK_D=block_d, **common, **config.kwargs),
-                              config.num_warps, config.num_stages)
-            print(f"{name:>6} {d:>4} {config.kwargs['BLOCK_M']:>7} {config.kwargs['BLOCK_N']:>7} {config.num_warps:>5} "
-                  f"{config.num_stages:>6} | {r['regs']:>4} {r['stack']:>5} {r['shared']:>7} {r['wgmma']:>5} "
-                  f"{r['mma.sync']:>8}", flush=True)
+        jobs = []
+        for name, fn, table in (("fwd", tf._fwd_kernel.fn, tf.FWD_CONFIGS), ("bwd", tf._bwd_kernel.fn, tf.BWD_CONFIGS)):
+            dq = {"DQ": "*fp32"} if name == "bwd" else {}  # the backward sums dQ in fp32 splits
+            runs = [(c, "bf16", False, "*bf16") for c in tf.gpu_configs(table, block_d)]
+            runs.insert(1, (runs[0][0], "masks", True, "*bf16"))
+            runs += [(c, "fp32", False, "*fp32") for c in tf.FP32_CONFIGS[name]]
+            for config, variant, masks, dtype in runs:
+                constants = dict(CAUSAL=True, HAS_KPM=masks, HAS_DOC=masks, PRECISION="ieee", UPCAST=False,
+                                 **config.kwargs)
+                jobs.append((name, variant, fn, types(dtype, **dq), constants, config.num_warps, config.num_stages))
         for name, fn in (("delta", tf._delta_kernel), ("dq", tf._dq_kernel)):
-            r = _compile_sm90(fn, {**pointers, "DQ_SPLITS": "*fp32"}, dict(HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=64), 4, 1)
-            print(f"{name:>6} {d:>4} {64:>7} {'':>7} {4:>5} {1:>6} | {r['regs']:>4} {r['stack']:>5} {r['shared']:>7} "
-                  f"{r['wgmma']:>5} {r['mma.sync']:>8}", flush=True)
+            jobs.append((name, "bf16", fn, types("*bf16"), dict(BLOCK_M=64), 4, 1))
+        for name, variant, fn, pointers, constants, warps, stages in jobs:
+            r = _compile_sm90(fn, pointers, dict(HEAD_DIM=d, BLOCK_D=block_d, **constants), warps, stages)
+            print(f"{name:>6} {variant:>7} {d:>4} {constants['BLOCK_M']:>7} {constants.get('BLOCK_N', ''):>7} "
+                  f"{warps:>5} {stages:>6} | {r['regs']:>4} {r['stack']:>5} {r['shared']:>7} {r['wgmma']:>5} "
+                  f"{r['mma.sync']:>8}", flush=True)
 
 
 def main() -> None:

@@ -92,6 +92,13 @@ def test_the_gpu_tile_configurations_match_the_reference_at_head_dims_64_96_128(
                        configs=configs)
 
 
+@pytest.mark.parametrize("configs", list(zip(tf.FP32_CONFIGS["fwd"], tf.FP32_CONFIGS["bwd"], strict=True)),
+                         ids=lambda c: f"fwd{c[0].kwargs['BLOCK_M']}x{c[0].kwargs['BLOCK_N']}"
+                                       f"-bwd{c[1].kwargs['BLOCK_M']}x{c[1].kwargs['BLOCK_N']}")
+def test_the_fp32_gpu_configurations_match_the_reference_within_the_fp32_tolerance(configs):
+    _against_reference(*_qkv(2, 1, 50, 64, 128), TRITON_FLASH.tolerance("float32"), causal=True, configs=configs)
+
+
 @pytest.mark.parametrize("splits", [1, 3])
 def test_the_backward_gives_the_same_bits_every_run_whatever_the_number_of_dq_splits(monkeypatch, splits):
     monkeypatch.setattr(tf, "dq_splits", lambda *args: splits)

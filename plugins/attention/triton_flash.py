@@ -62,8 +62,7 @@ def _config(block_m, block_n, warps, stages):
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
 
 
-# (BLOCK_M, BLOCK_N, warps, stages) per padded head dim; fp32 tiles take twice the shared memory, and a config that
-# does not fit is skipped by the autotuner (OutOfResources), so each list ends with a small one.
+# (BLOCK_M, BLOCK_N, warps, stages) per padded head dim, for fp16 / bf16.
 FWD_CONFIGS = {
     64: [_config(128, 64, 4, 3), _config(128, 128, 8, 3), _config(64, 64, 4, 4), _config(64, 32, 4, 2)],
     128: [_config(128, 64, 8, 3), _config(128, 128, 8, 2), _config(64, 64, 4, 3), _config(64, 32, 4, 2)],
@@ -74,6 +73,9 @@ BWD_CONFIGS = {
     64: [_config(64, 64, 8, 2), _config(32, 64, 8, 2), _config(32, 64, 4, 3), _config(64, 128, 8, 2)],
     128: [_config(32, 64, 8, 2), _config(32, 128, 8, 1), _config(64, 64, 8, 2), _config(64, 128, 8, 2)],
 }
+# IEEE fp32 dot products run on the FMA units and spill at every tile (least at 32 x 32); auto routes fp32 to SDPA.
+FP32_CONFIGS = {"fwd": [_config(32, 32, 4, 2), _config(64, 32, 4, 2)],
+                "bwd": [_config(32, 32, 4, 2), _config(64, 32, 8, 2)]}
 INTERPRETER_CONFIG = _config(32, 32, 4, 1)  # the interpreter pays per loop iteration, not per element
 
 
@@ -81,10 +83,12 @@ def gpu_configs(table: dict, block_d: int) -> list:
     return table[max(64, block_d)]
 
 
-def _pruner(table):
+def _pruner(table, fp32):
     def prune(configs, nargs, **kwargs):
         if interpreting():
             return [INTERPRETER_CONFIG]
+        if nargs["Q"].dtype == torch.float32:
+            return fp32
         return gpu_configs(table, kwargs["BLOCK_D"])
 
     return prune
@@ -93,8 +97,8 @@ def _pruner(table):
 _TUNE_KEY = ["T_QB", "T_KB", "BLOCK_D", "CAUSAL", "HAS_KPM", "HAS_DOC", "PRECISION"]
 
 
-def _all(table):
-    return [INTERPRETER_CONFIG] + [c for configs in table.values() for c in configs]
+def _all(table, fp32):
+    return [INTERPRETER_CONFIG, *fp32] + [c for configs in table.values() for c in configs]
 
 
 @triton.jit
@@ -182,7 +186,8 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kt, stride_vt, offs_m, lo, hi, KPM
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=_all(FWD_CONFIGS), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner(FWD_CONFIGS)})
+@triton.autotune(configs=_all(FWD_CONFIGS, FP32_CONFIGS["fwd"]), key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": _pruner(FWD_CONFIGS, FP32_CONFIGS["fwd"])})
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, KPM, DOC, RUNS, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
                 H, T_Q, T_K, T_QB, T_KB, qk_scale,
@@ -227,7 +232,8 @@ def _fwd_kernel(Q, K, V, O, LSE, KPM, DOC, RUNS, sqb, sqh, sqt, skb, skh, skt, s
                                UPCAST, True)
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
-    _store_tile(O, acc / l_safe[:, None], offs_m, sot, T_Q, HEAD_DIM, BLOCK_D)  # no visible key: zeros, as the reference
+    # a row with no visible key: zeros, as the reference
+    _store_tile(O, acc / l_safe[:, None], offs_m, sot, T_Q, HEAD_DIM, BLOCK_D)
     tl.store(LSE + bh * T_Q + offs_m, tl.where(seen, m_i + tl.log2(l_safe), float("inf")), mask=offs_m < T_Q)
 
 
@@ -279,8 +285,8 @@ def _bwd_inner(dk, dv, k, v, Q, DO, DQ, LSE, DELTA, sqt, sdot, offs_n, lo, hi, m
     return dk, dv
 
 
-@triton.autotune(configs=_all(BWD_CONFIGS), key=_TUNE_KEY + ["SPLITS"], reset_to_zero=["DQ"],
-                 prune_configs_by={"early_config_prune": _pruner(BWD_CONFIGS)})
+@triton.autotune(configs=_all(BWD_CONFIGS, FP32_CONFIGS["bwd"]), key=_TUNE_KEY + ["SPLITS"], reset_to_zero=["DQ"],
+                 prune_configs_by={"early_config_prune": _pruner(BWD_CONFIGS, FP32_CONFIGS["bwd"])})
 @triton.jit
 def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, KPM, DOC, RUNS, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
                 sdob, sdoh, sdot, H, T_Q, T_K, T_QB, T_KB, SPLITS, qk_scale, sm_scale,
@@ -342,7 +348,7 @@ def _dq_kernel(DQ_SPLITS, DQ, sdb, sdh, sdt, H, T_Q, SPLITS, sm_scale,
     n_bh = tl.num_programs(0) // n_m
     offs_m = (pid % n_m) * BLOCK_M + tl.arange(0, BLOCK_M)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for g in range(0, SPLITS):
+    for g in range(SPLITS):
         dq += _tile(DQ_SPLITS + (g * n_bh + bh) * T_Q * HEAD_DIM, offs_m, HEAD_DIM, T_Q, HEAD_DIM, BLOCK_D, True)
     _store_tile(DQ + (bh // H) * sdb + (bh % H) * sdh, dq * sm_scale, offs_m, sdt, T_Q, HEAD_DIM, BLOCK_D)
 
