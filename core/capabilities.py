@@ -2,7 +2,8 @@
 
 A kernel declares :class:`AttentionCapabilities` in its ``PartSpec(capabilities=...)``. The engine checks every call
 against them (an explicitly named kernel that cannot run its inputs fails with all of its reasons; never a silent
-change of meaning), ``attention.name: auto`` picks the highest-priority kernel with no reason against the call, and
+change of meaning), ``attention.name: auto`` picks the highest-priority kernel with no reason against the call
+(kernels that declare another kernel faster for the call's device and dtype last), and
 the conformance kit (``hookformer.testing``) tests a kernel over exactly the cases its capabilities claim, with the
 tolerances it declares. Nothing here imports torch.
 """
@@ -66,6 +67,9 @@ class AttentionCapabilities(BaseModel):
                                 "same packed document")
     deterministic: bool = True
     needs_interpreter_on_cpu: bool = Field(False, description="runs on CPU only under TRITON_INTERPRET=1")
+    prefer_others_on: frozenset[str] = Field(frozenset(), description='device types ("cpu") or device/dtype pairs '
+                                             '("cuda/float32") where the kernel runs but is not the fastest exact '
+                                             "choice: auto takes any other capable kernel there first")
     tolerances: dict[str, Tolerance] = Field(
         default_factory=dict, description="per dtype: the error against the fp64 reference, values and gradients")
 
@@ -96,6 +100,9 @@ class AttentionCapabilities(BaseModel):
             reasons.append(f"a document mask needs T_q <= T_k (got {call.t_q} vs {call.t_k}): document_ids label "
                            f"the keys, and the queries are the last T_q of them")
         return reasons
+
+    def prefers_others(self, call: AttentionCall) -> bool:
+        return bool({call.device, f"{call.device}/{call.dtype}"} & self.prefer_others_on)
 
     def tolerance(self, dtype: str) -> Tolerance:
         if dtype in self.tolerances:

@@ -83,7 +83,7 @@ def test_capabilities_give_every_reason_a_call_cannot_run():
 
 
 def test_triton_flash_on_cpu_needs_the_interpreter(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # unset on a CUDA machine
     assert any("TRITON_INTERPRET=1" in r for r in TRITON_FLASH.not_supported_reasons(call()))
 
 
@@ -119,11 +119,23 @@ def auto():
     return AutoKernel(BuildContext(run_dir=".", catalog=catalog))
 
 
-def test_auto_picks_the_highest_priority_capable_kernel(auto, monkeypatch):
-    assert auto.select(call())[0] == "triton_flash"  # the interpreter is on in the tests
-    assert auto.select(call(dropout=True))[0] == "sdpa"
-    monkeypatch.delenv("TRITON_INTERPRET")
-    assert auto.select(call())[0] == "sdpa"
+def test_auto_picks_the_highest_priority_capable_kernel(auto):
+    assert auto.select(call(device="cuda", dtype="bfloat16"))[0] == "triton_flash"
+    assert auto.select(call(device="cuda", dtype="float16"))[0] == "triton_flash"
+    assert auto.select(call(device="cuda", dtype="bfloat16", dropout=True))[0] == "sdpa"
+
+
+@pytest.mark.parametrize("interpreter", ["1", None], ids=["interpreter", "no-interpreter"])
+def test_auto_leaves_triton_flash_where_another_kernel_is_faster_and_exact(auto, monkeypatch, interpreter):
+    # fp32 on CUDA: triton_flash takes IEEE dot products without tensor cores (never silently TF32); on a CPU it
+    # is the interpreter. It still runs there when named explicitly.
+    if interpreter:
+        monkeypatch.setenv("TRITON_INTERPRET", interpreter)
+    else:
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    for fp32_or_cpu in (call(device="cuda", dtype="float32"), call(), call(dtype="bfloat16")):
+        assert auto.select(fp32_or_cpu)[0] == "sdpa"
+    assert TRITON_FLASH.not_supported_reasons(call(device="cuda", dtype="float32")) == []
 
 
 def test_auto_with_no_capable_kernel_lists_every_kernels_reasons(auto):
@@ -175,7 +187,7 @@ def test_training_with_triton_flash_gives_the_losses_of_the_reference_kernel(tmp
         "tokenizer": {"name": "byte"},
         "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 32, "dropout": 0.0},
         "train": {"max_steps": 4, "batch_size": 4, "eval_every": 4, "eval_batches": 1, "log_every": 1,
-                  "sample_tokens": 0, "progress": False, "device": "cpu"},
+                  "sample_tokens": 0, "progress": False, "device": DEVICE},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -244,9 +256,9 @@ def test_auto_routes_a_document_masked_call_to_a_kernel_that_declares_document_m
     no_documents = TRITON_FLASH.model_copy(update={"document_mask": False})
     assert any("document masks not supported" in r for r in no_documents.not_supported_reasons(call(
         document_mask=True)))
-    assert auto.select(call(document_mask=True))[0] == "triton_flash"
-    monkeypatch.delenv("TRITON_INTERPRET")
-    assert auto.select(call(document_mask=True))[0] == "sdpa"
+    assert auto.select(call(device="cuda", dtype="bfloat16", document_mask=True))[0] == "triton_flash"
+    monkeypatch.setattr(auto, "candidates", [e for e in auto.candidates if e.spec.name != "triton_flash"])
+    assert auto.select(call(device="cuda", dtype="bfloat16", document_mask=True))[0] == "sdpa"
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])

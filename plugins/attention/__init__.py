@@ -17,6 +17,9 @@ TRITON_FLASH = AttentionCapabilities(
     document_mask=True,
     deterministic=True,
     needs_interpreter_on_cpu=True,
+    # The interpreter is for tests; fp32 takes IEEE dot products without tensor cores (never silently TF32), where
+    # SDPA's fp32 kernels are faster.
+    prefer_others_on=frozenset({"cpu", "cuda/float32"}),
     tolerances={
         "float32": Tolerance(atol=1e-5, rtol=1e-4),
         "float16": Tolerance(atol=5e-3, rtol=5e-3),

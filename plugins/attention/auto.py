@@ -1,7 +1,9 @@
 """``attention.name: auto``: for each kind of call, the highest-priority registered kernel that can run it.
 
 Candidates are every attention part in the catalog that declares capabilities, built-in or third-party alike, ordered
-by their declared ``PartSpec.priority``; a new kernel joins selection by registering, with no edit anywhere else."""
+by their declared ``PartSpec.priority``; a new kernel joins selection by registering, with no edit anywhere else. A
+kernel that names the call's device or device/dtype in ``prefer_others_on`` (triton_flash: the CPU interpreter, and
+fp32 on CUDA, where its exact dot products run without tensor cores) comes after every other capable kernel."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class AutoKernel:
     def select(self, call: AttentionCall):
         """(name, kernel) of the kernel chosen for ``call``; every candidate's reasons when none can run it."""
         rejected = []
-        for entry in self.candidates:
+        for entry in sorted(self.candidates, key=lambda e: _prefers_others(e, call)):  # stable: priority order kept
             reasons = entry.capabilities().not_supported_reasons(call)
             if not reasons:
                 name = entry.spec.name
@@ -45,6 +47,11 @@ class AutoKernel:
             kernel = self._chosen[call] = self.select(call)[1]
         return kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, dropout_p=dropout_p, scale=scale,
                       **documents(document_ids))
+
+
+def _prefers_others(entry, call: AttentionCall) -> bool:
+    prefers = getattr(entry.capabilities(), "prefers_others", None)  # capabilities written without the field
+    return bool(prefers and prefers(call))
 
 
 def build(options, ctx) -> AutoKernel:
