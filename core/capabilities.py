@@ -92,10 +92,11 @@ class AttentionCapabilities(BaseModel):
         if call.t_q != call.t_k and not self.unequal_lengths:
             reasons.append(f"T_q != T_k ({call.t_q} vs {call.t_k}) not supported")
         if call.dropout and not self.dropout:
-            reasons.append("attention dropout not supported (set model.dropout=0 or choose another kernel)")
+            reasons.append("attention dropout not supported (turn the model's attention dropout off, or choose another "
+                           "kernel)")
         if call.document_mask and not self.document_mask:
             reasons.append("document masks not supported (document_ids keep attention inside each packed document; "
-                           "set data.document_mask=false or choose another kernel)")
+                           "turn the data's document masks off, or choose another kernel)")
         elif call.document_mask and call.t_q > call.t_k:
             reasons.append(f"a document mask needs T_q <= T_k (got {call.t_q} vs {call.t_k}): document_ids label "
                            f"the keys, and the queries are the last T_q of them")
