@@ -70,6 +70,10 @@ class AttentionCapabilities(BaseModel):
     prefer_others_on: frozenset[str] = Field(frozenset(), description='device types ("cpu") or device/dtype pairs '
                                              '("cuda/float32") where the kernel runs but is not the fastest exact '
                                              "choice: auto takes any other capable kernel there first")
+    variant: str | None = Field(None, description="None: the kernel computes exactly softmax(QK^T * scale) V with "
+                                "the masks it is given, as the reference does. A name (\"sliding_window\", "
+                                "\"alibi\", ...): it computes another function. auto never picks a variant (only a "
+                                "config naming it does), and its conformance check needs the author's reference")
     tolerances: dict[str, Tolerance] = Field(
         default_factory=dict, description="per dtype: the error against the fp64 reference, values and gradients")
 

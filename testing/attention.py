@@ -85,9 +85,16 @@ def _inputs(case: AttentionCase, device: str, seed: int):
 
 
 def check_attention_kernel(kernel, capabilities: AttentionCapabilities, case: AttentionCase, *, device: str = "cpu",
-                           seed: int = 0, scale: float | None = None) -> None:
+                           seed: int = 0, scale: float | None = None, reference=None) -> None:
     """Run ``kernel`` on ``case`` and compare output and dQ, dK, dV with the reference computed in fp64 from the same
-    inputs. Raises AssertionError naming the case, the tensor and the tolerance when they differ."""
+    inputs. Raises AssertionError naming the case, the tensor and the tolerance when they differ.
+
+    ``reference``: the function the kernel computes, written plainly (same signature as a kernel; it is run in fp64).
+    The default is softmax attention; a kernel that declares a ``variant`` must give its own."""
+    if reference is None and capabilities.variant is not None:
+        raise ValueError(f"the kernel declares variant {capabilities.variant!r}: pass reference=, the function it "
+                         f"computes written plainly, to check it against")
+    reference = reference or naive_attention
     q, k, v, mask, documents, grad = _inputs(case, device, seed)
     kwargs = dict(causal=case.causal, key_padding_mask=mask, scale=scale)
     if documents is not None:  # only then: a kernel without document masks has no document_ids argument
@@ -95,7 +102,7 @@ def check_attention_kernel(kernel, capabilities: AttentionCapabilities, case: At
     out = kernel(q, k, v, **kwargs)
     got = (out, *torch.autograd.grad(out, (q, k, v), grad))
     ref_inputs = [x.detach().double().requires_grad_() for x in (q, k, v)]
-    ref = naive_attention(*ref_inputs, **kwargs)
+    ref = reference(*ref_inputs, **kwargs)
     want = (ref, *torch.autograd.grad(ref, ref_inputs, grad.double()))
     tolerance = capabilities.tolerance(case.dtype)
     for name, actual, expected in zip(("output", "dq", "dk", "dv"), got, want):

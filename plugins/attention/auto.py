@@ -1,7 +1,7 @@
 """``attention.name: auto``: for each kind of call, the highest-priority registered kernel that can run it.
 
-Candidates are every attention part in the catalog that declares capabilities, built-in or third-party alike, ordered
-by their declared ``PartSpec.priority``; a new kernel joins selection by registering, with no edit anywhere else. A
+Candidates are every attention part in the catalog that declares capabilities and computes plain attention (no
+``variant``), built-in or third-party alike, ordered by their declared ``PartSpec.priority``; a new kernel joins selection by registering, with no edit anywhere else. A
 kernel that names the call's device or device/dtype in ``prefer_others_on`` (triton_flash: the CPU interpreter, and
 fp32 on CUDA, where its exact dot products run without tensor cores) comes after every other capable kernel."""
 
@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 class AutoKernel:
     def __init__(self, ctx):
         self.ctx = ctx
+        # Only kernels that compute plain attention: a variant (a window, a bias) would change the results.
         entries = [e for name, e in ctx.catalog.stages()["attention"].items()
-                   if name != "auto" and e.spec.capabilities is not None]
+                   if name != "auto" and e.spec.capabilities is not None and e.capabilities().variant is None]
         self.candidates = sorted(entries, key=lambda e: (-e.spec.priority, e.spec.name))
         self._chosen: dict[AttentionCall, object] = {}
         self._built: dict[str, object] = {}
