@@ -156,7 +156,17 @@ class SpecialTokens:
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """Stage ``tokenizer``. Text <-> ids, exact round trip for any UTF-8 text."""
+    """Stage ``tokenizer``. Text <-> ids, exact round trip for any UTF-8 text.
+
+    Lifecycle (a tokenizer with state, e.g. a trained vocabulary, follows it; one without, like ``byte``, ignores
+    it): the factory looks for its files under ``ctx.run_dir / "tokenizer"`` first (a resumed run, ``evaluate`` and
+    ``generate`` rebuild the run's own tokenizer from there), then under ``ctx.init_from / "tokenizer"`` (a
+    fine-tuning run keeps the pretrained run's ids, and copies the files into its own run directory). Only when
+    neither exists does it train, on ``ctx.data.texts()`` (the training split, never validation); it then saves its
+    files under ``ctx.run_dir / "tokenizer"`` before returning, so every later rebuild reloads the same mapping.
+    ``ctx.data`` is None where a command builds no data (``generate``): the files must exist then. Under torchrun
+    rank 0 builds it first; the other ranks then reload it.
+    """
 
     vocab_size: int
     special: SpecialTokens
