@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hookformer.core.hookspecs import hookimpl
 
 # Triton kernels run on a CPU only under Triton's interpreter, and the switch is read when a kernel is defined
 # (module import), so it is set before any test module is collected. On a CUDA machine the kernels are compiled.
@@ -142,3 +143,16 @@ def docs_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n\n".join(topics[name] for name in sorted(topics)[:40]), encoding="utf-8")
     return path
+
+
+class CrashAtStep:
+    """A hook object that stands for a crash (power loss, OOM kill) at the training record of ``step``: register it
+    with ``run.assembly.register(CrashAtStep(6))`` to crash a run after its checkpoint of an earlier step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    @hookimpl
+    def hookformer_step_end(self, record):
+        if record["step"] == self.step:
+            raise RuntimeError("simulated crash")

@@ -7,6 +7,7 @@ TensorBoard logger) are pip-installed for real and used only through hookformer'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -51,15 +52,22 @@ def config_of(tmp_path: Path, raw: dict, catalog=None):
     return validate(compose(path, []), catalog or Catalog.load())
 
 
-@pytest.fixture(scope="module")
-def run_hooks_catalog(pip_install):
-    """The catalog with the example package really installed (into its own site folder, put on sys.path)."""
-    site = pip_install(RUN_HOOKS)["PYTHONPATH"].split(os.pathsep)[0]
+@contextlib.contextmanager
+def installed(env: dict):
+    """The site folder of a ``pip_install`` environment on this process's sys.path, as an installed package is."""
+    site = env["PYTHONPATH"].split(os.pathsep)[0]
     sys.path.insert(0, site)
     try:
-        yield Catalog.load(enabled={"run_hooks"})
+        yield
     finally:
         sys.path.remove(site)
+
+
+@pytest.fixture(scope="module")
+def run_hooks_catalog(pip_install):
+    """The catalog with the example package really installed."""
+    with installed(pip_install(RUN_HOOKS)):
+        yield Catalog.load()
 
 
 class Recorder:
@@ -139,7 +147,8 @@ def test_evaluate_and_generate_build_the_model_on_the_capability_checked_kernel(
 
     scored = []
     real = evaluate_module.evaluate
-    monkeypatch.setattr(evaluate_module, "evaluate", lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
+    monkeypatch.setattr(evaluate_module, "evaluate",
+                        lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
     evaluate_module.evaluate_checkpoint(config, tmp_path / "run", tmp_path / "run" / "checkpoints" / "step_000004",
                                         max_examples=8)
     assert scored and all(isinstance(block.attn.attention, CheckedKernel) for block in scored[0].blocks)
@@ -158,7 +167,8 @@ def test_checkpoints_store_the_model_shapes_and_a_resumed_or_fine_tuned_model_ta
 
 def test_the_engine_refuses_data_longer_than_the_model_and_a_vocabulary_smaller_than_the_tokenizers(tmp_path,
                                                                                                       docs_corpus):
-    too_long = config_of(tmp_path, raw_config(docs_corpus, model={"name": "transformer", "n_layer": 1, "max_seq_len": 16}))
+    short = {"name": "transformer", "n_layer": 1, "max_seq_len": 16}
+    too_long = config_of(tmp_path, raw_config(docs_corpus, model=short))
     assembly = Assembly(too_long, tmp_path / "a")
     assembly.prepare_data()
     with pytest.raises(ConfigError, match='model part "transformer" takes sequences of at most 16 tokens, but the '
@@ -221,7 +231,8 @@ def test_a_build_wrapper_hook_part_trains_only_the_last_block(tmp_path, docs_cor
 def test_the_tensorboard_hook_part_writes_every_metrics_record_as_scalars(tmp_path, docs_corpus, run_hooks_catalog):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    Run(config_of(tmp_path, raw_config(docs_corpus, hooks=["tensorboard"]), run_hooks_catalog), tmp_path / "run").train()
+    config = config_of(tmp_path, raw_config(docs_corpus, hooks=["tensorboard"]), run_hooks_catalog)
+    Run(config, tmp_path / "run").train()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
@@ -260,14 +271,11 @@ def hook_plugins_catalog(pip_install, make_plugin_package):
 
         @hookimpl
         def hookformer_parts():
-            return [PartSpec("hook", "misspelled", "a hook with an argument no spec has", factory=lambda o, c: Misspelled())]
+            return [PartSpec("hook", "misspelled", "a hook with an argument no spec has",
+                             factory=lambda options, ctx: Misspelled())]
     '''}, {"test_hooks": "test_hooks_plugin"})
-    site = pip_install(package)["PYTHONPATH"].split(os.pathsep)[0]
-    sys.path.insert(0, site)
-    try:
-        yield Catalog.load(enabled={"test_hooks"})
-    finally:
-        sys.path.remove(site)
+    with installed(pip_install(package)):
+        yield Catalog.load()
 
 
 def test_the_config_hook_adjusts_or_refuses_the_raw_config_before_validation(tmp_path, docs_corpus,
@@ -294,14 +302,9 @@ def test_an_entry_point_plugin_that_implements_run_hooks_is_refused(pip_install,
         def hookformer_step_end(record):
             print(record)
     '''}, {"global_hooks": "global_hooks_plugin"})
-    site = pip_install(package)["PYTHONPATH"].split(os.pathsep)[0]
-    sys.path.insert(0, site)
-    try:
-        with pytest.raises(PluginError, match=r'plugin "global_hooks" .* implements hookformer_step_end at the entry '
-                                              r"point itself.*hook part"):
-            Catalog.load(enabled={"global_hooks"})
-    finally:
-        sys.path.remove(site)
+    refused = r'plugin "global_hooks" .* implements hookformer_step_end at the entry point itself.*hook part'
+    with installed(pip_install(package)), pytest.raises(PluginError, match=refused):
+        Catalog.load()
 
 
 # --- provenance ----------------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import CrashAtStep
 from hookformer.core.cli import main
 from hookformer.core.config import compose, validate
-from hookformer.core.hookspecs import hookimpl
 from hookformer.core.loop import Run
 from hookformer.core.params import check_optimizer, param_groups
 from hookformer.core.parts import BuildContext
@@ -163,17 +163,6 @@ def test_resuming_from_the_optimizer_state_dict_gives_the_uninterrupted_run_bit_
     for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
         assert torch.equal(a, b), name
 
-
-class CrashAtStep:
-    """Stands for a crash after the checkpoint before ``step``."""
-
-    def __init__(self, step):
-        self.step = step
-
-    @hookimpl
-    def hookformer_step_end(self, record):
-        if record["step"] == self.step:
-            raise RuntimeError("simulated crash")
 
 
 def losses(run_dir) -> tuple[list[float], list[float]]:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import CrashAtStep
 from hookformer.core.cli import main
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
-from hookformer.core.hookspecs import hookimpl
 from hookformer.core.loop import Run
 from hookformer.core.parts import BuildContext
 from hookformer.core.sampler import TableStream
@@ -309,17 +309,6 @@ def test_document_ids_number_the_documents_of_each_packed_block_from_zero(catalo
 
 
 # -- end to end -----------------------------------------------------------------------------------------------
-
-class CrashAtStep:
-    """Stands for a crash (power loss, OOM kill) after the checkpoint at step 4."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    @hookimpl
-    def hookformer_step_end(self, record):
-        if record["step"] == self.step:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.parametrize("data", [{}, {"streaming": True, "shuffle_buffer": 16}], ids=["map-style", "streaming"])

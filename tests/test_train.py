@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CrashAtStep
 from hookformer.core.cli import main
 from hookformer.core.config import compose, validate
-from hookformer.core.hookspecs import hookimpl
 from hookformer.core.loop import Run
 from hookformer.registry.catalog import Catalog
 
@@ -53,17 +53,6 @@ def test_a_run_writes_config_metrics_checkpoints_samples_and_a_loss_plot(tmp_pat
     greedy = samples.split("--- greedy ---\n", 1)[1].split("\n--- sampled", 1)[0]
     assert capsys.readouterr().out == greedy + "\n"
 
-
-class CrashAtStep:
-    """Stands for a crash (power loss, OOM kill) after the checkpoint at step 4."""
-
-    def __init__(self, step):
-        self.step = step
-
-    @hookimpl
-    def hookformer_step_end(self, record):
-        if record["step"] == self.step:
-            raise RuntimeError("simulated crash")
 
 
 def test_a_resumed_run_reproduces_the_uninterrupted_losses_exactly(tmp_path, docs_corpus):
