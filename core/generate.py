@@ -47,7 +47,7 @@ def load_trained(run_dir: Path, config, device: str = "cpu"):
     tokenizer, model = assembly.tokenizer(), assembly.model()
     if not is_decoder(model):
         raise ConfigError(f"{run_dir} holds an encoder (its model part {config.parts['model'].name} is not causal; "
-                          f"objective {config.parts['objective'].name}): text generation continues a text left to right and "
-                          "needs a decoder. Score the run with `hookformer evaluate` instead.")
+                          f"objective {config.parts['objective'].name}): text generation continues a text left to "
+                          "right and needs a decoder. Score the run with `hookformer evaluate` instead.")
     checkpoint.load_pretrained(path, model)
     return tokenizer, model.eval()

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 import hookformer
 from hookformer.core import checkpoint, provenance
+from hookformer.core.assemble import Assembly
 from hookformer.core.config import EarlyStoppingConfig, RunConfig, pretrained_run_dir
 from hookformer.core.distributed import World
-from hookformer.core.assemble import Assembly
-from hookformer.core.evaluate import evaluate
 from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
+from hookformer.core.evaluate import evaluate
 from hookformer.core.generate import generate
 from hookformer.core.objective import compute
 from hookformer.core.parts import RunView, Shapes, is_decoder

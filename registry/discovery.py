@@ -153,6 +153,6 @@ def _check_distribution_hooks(manager: pluggy.PluginManager, plugin: object, ori
         raise PluginError(
             f"{origin.describe()} implements {', '.join(stray)} at the entry point itself. An entry-point plugin "
             f"implements only {' and '.join(hookspecs.DISTRIBUTION_HOOKS)}; move the run hooks into a hook part "
-            f'(PartSpec("hook", NAME, ...)) whose built object implements them, and list it in a run\'s hooks: section. '
-            f"{skip_hint(origin)}"
+            f'(PartSpec("hook", NAME, ...)) whose built object implements them, and list it in a run\'s hooks: '
+            f"section. {skip_hint(origin)}"
         )

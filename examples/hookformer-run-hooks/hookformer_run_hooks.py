@@ -88,7 +88,8 @@ def hookformer_parts():
     return [
         PartSpec("hook", "freeze_blocks", "build wrapper: train only the last blocks of the model (and task heads)",
                  factory=f"{__name__}:build_freeze_blocks", options=f"{__name__}:FreezeBlocksOptions"),
-        PartSpec("hook", "tensorboard", "run events: every metrics record as TensorBoard scalars in RUN_DIR/tensorboard",
+        PartSpec("hook", "tensorboard", "run events: every metrics record as TensorBoard scalars in "
+                 "RUN_DIR/tensorboard",
                  factory=f"{__name__}:build_tensorboard", options=f"{__name__}:TensorBoardOptions"),
     ]
 

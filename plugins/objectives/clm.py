@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from pydantic import Field
 
-from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.core.objective import batch_field
+from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.plugins.objectives.baselines import unigram_val_loss
 
 IGNORE = -100

@@ -38,8 +38,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from hookformer.core.config import catalog_of, validate_options
 from hookformer.core.errors import PluginError
-from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.core.objective import model_outputs, score, shares_forward, transform
+from hookformer.core.parts import ObjectiveResult, PartOptions
 
 
 class WeightedObjective(PartOptions):

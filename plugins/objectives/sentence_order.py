@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from hookformer.core.errors import ConfigError
-from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.core.objective import batch_field
+from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.plugins.objectives.baselines import label_prior
 
 IGNORE = -100

@@ -16,8 +16,8 @@ from typing import Literal
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.core.objective import batch_field
+from hookformer.core.parts import ObjectiveResult, PartOptions
 from hookformer.plugins.objectives.baselines import label_prior
 
 Task = Literal["sop", "nsp"]

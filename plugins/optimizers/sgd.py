@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from hookformer.core.parts import PartOptions
 from hookformer.core.params import with_weight_decay
+from hookformer.core.parts import PartOptions
 
 
 class SGDOptions(PartOptions):
