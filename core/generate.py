@@ -33,17 +33,17 @@ def generate(model, ids: list[int], max_new_tokens: int, *, temperature: float =
     return out[0].tolist()
 
 
-def load_trained(run_dir: Path, config, device: str = "cpu"):
-    """(tokenizer, model) of a run's latest checkpoint, rebuilt from its config without reading the training data.
+def load_trained(run_dir: Path, config, device: str = "cpu", checkpoint: str | None = None):
+    """(tokenizer, model) of a run's latest checkpoint (or ``checkpoint``: see checkpoint.find), rebuilt from its config without reading the training data.
     Generation needs the backbone and its language-model head only: task heads a fine-tuned run saved (``heads.*``)
     are not loaded, and an encoder is refused."""
-    from hookformer.core import checkpoint
+    from hookformer.core import checkpoint as checkpoints
     from hookformer.core.errors import ConfigError
     from hookformer.core.parts import BuildContext, is_decoder
 
-    path = checkpoint.latest(run_dir)
+    path = checkpoints.find(run_dir, checkpoint)
     ctx = BuildContext(run_dir=Path(run_dir), catalog=config.catalog, device=device, seed=config.train.seed,
-                       train=config.train, block_size=checkpoint.manifest(path).get("block_size"))
+                       train=config.train, block_size=checkpoints.manifest(path).get("block_size"))
     ctx.tokenizer = config.parts["tokenizer"].build(ctx)
     ctx.attention = config.parts["attention"].build(ctx)
     model = config.parts["model"].build(ctx).to(device)
@@ -51,5 +51,5 @@ def load_trained(run_dir: Path, config, device: str = "cpu"):
         raise ConfigError(f"{run_dir} holds an encoder (model.causal: false, objective "
                           f"{config.parts['objective'].name}): text generation continues a text left to right and "
                           "needs a decoder. Score the run with `hookformer evaluate` instead.")
-    checkpoint.load_pretrained(path, model)
+    checkpoints.load_pretrained(path, model)
     return ctx.tokenizer, model.eval()

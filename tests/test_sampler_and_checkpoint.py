@@ -73,7 +73,7 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_last_good_one_intact(tmp_
         raise OSError("disk full")  # fault injection: the process dies in the middle of the write
 
     monkeypatch.setattr(checkpoint.torch, "save", crash_half_way)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full.*step_000001, is untouched"):
         checkpoint.save(tmp_path, 2, small_model(5), {"step": 2}, keep=2)
     monkeypatch.undo()
     assert checkpoint.latest(tmp_path) == good
