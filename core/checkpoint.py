@@ -145,11 +145,36 @@ def save(run_dir: Path, step: int, weights: torch.nn.Module | dict[str, torch.Te
 
 
 def _save_state(state: dict, path: Path) -> None:
-    """torch.save, whose failed write (a full disk) is an OSError like any other write's, not torch's RuntimeError."""
-    try:
-        torch.save(state, path)
-    except RuntimeError as exc:
-        raise OSError(f"writing {path.name} failed ({str(exc).splitlines()[0]})") from None
+    """torch.save, whose failed write (a full disk) raises that write's OSError: torch itself turns it into a
+    RuntimeError that does not name the cause."""
+    with open(path, "wb", buffering=0) as raw:
+        file = _Writer(raw)
+        try:
+            torch.save(state, file)
+        except RuntimeError:
+            if file.error is None:
+                raise
+            raise file.error from None
+
+
+class _Writer:
+    """A write-only file for torch.save that remembers the OSError of a failed write."""
+
+    def __init__(self, raw):
+        self.raw, self.error = raw, None
+
+    def write(self, data) -> int:
+        view, done = memoryview(data).cast("B"), 0
+        try:
+            while done < len(view):  # an unbuffered write may write less than asked
+                done += self.raw.write(view[done:])
+        except OSError as exc:
+            self.error = exc
+            raise
+        return done
+
+    def flush(self) -> None:
+        pass
 
 
 def _reason(exc: BaseException) -> str:

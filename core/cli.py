@@ -257,7 +257,7 @@ def _train_ranks(args, config, run_dir: Path, world) -> int:
 
     try:
         run_dir = world.broadcast(run_dir)  # a default name holds the time, which may differ between ranks
-        if args.resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        if args.resume is None and runfiles.holds_files(run_dir):
             raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir, "
                               f"or continue that run with --resume {run_dir}.")
         resume = args.resume is not None and (args.checkpoint or checkpoint.newest(run_dir) is not None)

@@ -43,7 +43,7 @@ def load_trained(run_dir: Path, config, device: str = "cpu", checkpoint: str | N
 
     path = checkpoints.find(run_dir, checkpoint)
     ctx = BuildContext(run_dir=Path(run_dir), catalog=config.catalog, device=device, seed=config.train.seed,
-                       train=config.train, block_size=checkpoints.manifest(path).get("block_size"))
+                       train=config.train, block_size=checkpoints.verify(path).get("block_size"))
     ctx.tokenizer = config.parts["tokenizer"].build(ctx)
     ctx.attention = config.parts["attention"].build(ctx)
     model = config.parts["model"].build(ctx).to(device)

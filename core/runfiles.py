@@ -92,6 +92,15 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
+def holds_files(path: Path) -> bool:
+    """Whether ``path`` is a folder with something in it; a path that cannot be a folder holds nothing (make_run_dir
+    then says what is wrong with it)."""
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return False
+
+
 def make_run_dir(run_dir: Path) -> Path | None:
     """Create the run directory (and missing parents) and check that files can be written in it. Returns the topmost
     folder created, which a failed start removes so that it leaves nothing behind, or None when the directory
