@@ -40,6 +40,12 @@ def _count(text: str) -> int:
     return value
 
 
+def _path(text: str) -> Path:
+    if "\x00" in text:  # the operating system refuses such a path with a ValueError, not an OSError
+        raise argparse.ArgumentTypeError("a path cannot hold a NUL byte")
+    return Path(text)
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -59,23 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "data, cleaning, callbacks, train), or the name of a built-in recipe: default_run, stdlib_areas")
     train = commands.add_parser("train", parents=[common], help="train a model (the default pretraining run "
                                 "on the built-in corpus when no config is given)")
-    train.add_argument("config", nargs="?", type=Path, help=config_help)
+    train.add_argument("config", nargs="?", type=_path, help=config_help)
     _run_arguments(train)
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
+    train.add_argument("--resume", type=_path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
                        "(from step 0 when it stopped before its first one)")
     train.add_argument("--checkpoint", metavar="step_N", help="with --resume: continue from this checkpoint of the "
                        "run instead of the newest (e.g. when the newest is damaged)")
 
     finetune = commands.add_parser("finetune", parents=[common], help="fine-tune a pretrained run: the same as "
                                    "train CONFIG --set train.init_from=PRETRAINED_RUN")
-    finetune.add_argument("pretrained", type=Path, metavar="PRETRAINED_RUN", help="the pretrained run's directory "
+    finetune.add_argument("pretrained", type=_path, metavar="PRETRAINED_RUN", help="the pretrained run's directory "
                           "(its latest checkpoint), or one of its checkpoint directories")
-    finetune.add_argument("config", type=Path, help=config_help)
+    finetune.add_argument("config", type=_path, help=config_help)
     _run_arguments(finetune)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a run's checkpoint with its metrics, "
                                    "on its validation split or on other data (--set data....); writes nothing there")
-    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("run_dir", type=_path, metavar="RUN_DIR")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override a field of the run's config, e.g. --set data.paths=[other.txt]")
     evaluate.add_argument("--checkpoint", default="latest", help="latest (default), best (the best evaluation of an "
@@ -84,22 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which split of the data to score (default: validation)")
     evaluate.add_argument("--examples", type=_count, default=None, metavar="N",
                           help="score the first N examples only (default: all of the split)")
-    evaluate.add_argument("--output", type=Path, help="also write the results to this JSON file")
+    evaluate.add_argument("--output", type=_path, help="also write the results to this JSON file")
 
     data = commands.add_parser("data", parents=[common], help="run the data stages alone (read, clean, train the "
                                "tokenizer, tokenize, pack) and print what each did")
-    data.add_argument("config", nargs="?", type=Path, help="YAML config, as for train (only data, cleaning, "
+    data.add_argument("config", nargs="?", type=_path, help="YAML config, as for train (only data, cleaning, "
                       "tokenizer and train.seed matter)")
     data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set data.num_proc=2")
     data.add_argument("--examples", type=_count, default=3, metavar="N",
                       help="examples of removed text to show per cleaning step (default 3)")
-    data.add_argument("--run-dir", type=Path, help="keep the trained tokenizer, config.yaml and data_report.json in "
+    data.add_argument("--run-dir", type=_path, help="keep the trained tokenizer, config.yaml and data_report.json in "
                       "this new or empty folder (default: a temporary folder, removed at the end; the data caches "
                       "are kept either way)")
 
     generate = commands.add_parser("generate", parents=[common], help="generate text from a run's latest checkpoint")
-    generate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    generate.add_argument("run_dir", type=_path, metavar="RUN_DIR")
     generate.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     generate.add_argument("--tokens", type=int, default=200, help="tokens to generate")
     generate.add_argument("--greedy", action="store_true", help="always take the most likely token")
@@ -121,7 +127,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``train`` and ``finetune`` share."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
-    parser.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
+    parser.add_argument("--run-dir", type=_path, help="where the run is written (default: runs/run-DATE-TIME)")
     parser.add_argument("--nproc", type=_positive, default=1, metavar="N", help="train with N processes on this machine: "
                         "runs torchrun --standalone --nproc_per_node N -m hookformer ... (set "
                         "train.distributed.strategy)")

@@ -228,7 +228,7 @@ def compose(config_path: Path | None, overrides: list[str]) -> dict:
 
     raw = layered(default_recipe())
     init_from = raw["train"].get("init_from") if isinstance(raw.get("train"), dict) else None
-    if init_from is None:
+    if not isinstance(init_from, str):  # validation reports a value of the wrong type
         return raw
     return layered(merge(default_recipe(), pretrained_sections(pretrained_run_dir(init_from))))
 
