@@ -113,7 +113,8 @@ def save(run_dir: Path, step: int, weights: torch.nn.Module | dict[str, torch.Te
         _kill_point("weights")
         _save_state(state, tmp / STATE)
         _kill_point("state")
-        files = {name: {"size": (tmp / name).stat().st_size, "sha256": _digest(tmp / name)} for name in (WEIGHTS, STATE)}
+        files = {name: {"size": (tmp / name).stat().st_size, "sha256": _digest(tmp / name)}
+                 for name in (WEIGHTS, STATE)}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files, **(meta or {})}, indent=2))
         for name in (WEIGHTS, STATE, MANIFEST):
             _fsync(tmp / name)

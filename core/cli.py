@@ -128,8 +128,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
     parser.add_argument("--run-dir", type=_path, help="where the run is written (default: runs/run-DATE-TIME)")
-    parser.add_argument("--nproc", type=_positive, default=1, metavar="N", help="train with N processes on this machine: "
-                        "runs torchrun --standalone --nproc_per_node N -m hookformer ... (set "
+    parser.add_argument("--nproc", type=_positive, default=1, metavar="N", help="train with N processes on this "
+                        "machine: runs torchrun --standalone --nproc_per_node N -m hookformer ... (set "
                         "train.distributed.strategy)")
 
 

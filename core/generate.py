@@ -34,9 +34,9 @@ def generate(model, ids: list[int], max_new_tokens: int, *, temperature: float =
 
 
 def load_trained(run_dir: Path, config, device: str = "cpu", checkpoint: str | None = None):
-    """(tokenizer, model) of a run's latest checkpoint (or ``checkpoint``: see checkpoint.find), rebuilt from its config without reading the training data.
-    Generation needs the backbone and its language-model head only: task heads a fine-tuned run saved (``heads.*``)
-    are not loaded, and an encoder is refused."""
+    """(tokenizer, model) of a run's latest checkpoint (or the one ``checkpoint`` names: see checkpoint.find), rebuilt
+    from its config without reading the training data. Generation needs the backbone and its language-model head
+    only: task heads a fine-tuned run saved (``heads.*``) are not loaded, and an encoder is refused."""
     from hookformer.core import checkpoint as checkpoints
     from hookformer.core.errors import ConfigError
     from hookformer.core.parts import BuildContext, is_decoder

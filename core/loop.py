@@ -142,7 +142,8 @@ def _inductor_deterministic_embedding_backward(graph, example_inputs):
 
 class Run:
     """One training run in ``run_dir``. ``Run(config, run_dir).train()``; pass ``resume=True`` to continue from the
-    run's latest checkpoint, or ``resume="step_000110"`` from that one. Callbacks (the config's plus any appended to ``self.callbacks``) observe it.
+    run's latest checkpoint (``resume="step_000110"``: from that one). Callbacks (the config's plus any appended to
+    ``self.callbacks``) observe it.
 
     Under torchrun every rank builds a Run with its ``world``; files, logs, the progress bar and callbacks are rank
     0's, and every rank takes part in training, evaluation and sampling (an FSDP2 forward needs all of them)."""
@@ -291,12 +292,14 @@ class Run:
             self.world.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.train_stream.load_state_dict(state["data_position"])
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"cannot resume from {path}: {exc!r} in its trainer state.") from None
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        random.setstate(state["python_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if state["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            random.setstate(state["python_rng"])
+        except ValueError as exc:
+            raise CheckpointError(f"cannot resume from {path}: {exc}.") from None
+        except KeyError as exc:
+            raise CheckpointError(f"cannot resume from {path}: its trainer state has no {exc} entry.") from None
         if self.early_stopping is not None and state.get("early_stopping") is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
         self.step = state["step"]

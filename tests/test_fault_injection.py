@@ -102,7 +102,8 @@ DAMAGE = {
     "empty weights": lambda c: (c / "model.safetensors").write_bytes(b""),
     "deleted weights": lambda c: (c / "model.safetensors").unlink(),
     "random trainer state": lambda c: (c / "trainer_state.pt").write_bytes(os.urandom(2000)),
-    "truncated trainer state": lambda c: (c / "trainer_state.pt").write_bytes((c / "trainer_state.pt").read_bytes()[:50]),
+    "truncated trainer state": lambda c: (c / "trainer_state.pt").write_bytes(
+        (c / "trainer_state.pt").read_bytes()[:50]),
     "trainer state of another step": lambda c: shutil.copy(c.parent / "step_000002" / "trainer_state.pt", c),
     "weights of another step": lambda c: shutil.copy(c.parent / "step_000002" / "model.safetensors", c),
     "manifest not JSON": lambda c: (c / "manifest.json").write_text("{not json"),
@@ -327,8 +328,8 @@ class SignalAt:
 
 
 @pytest.mark.parametrize("signum,save", [(signal.SIGTERM, True), (signal.SIGINT, False)])
-def test_a_signal_stops_at_the_step_boundary_with_a_checkpoint_and_the_run_resumes_exactly(tmp_path, corpus, finished,  # noqa
-                                                                                           capsys, signum, save):
+def test_a_signal_stops_at_the_step_boundary_and_the_run_resumes_exactly(tmp_path, corpus, finished,  # noqa: F811
+                                                                         capsys, signum, save):
     config = validate(compose(tiny_config(tmp_path, corpus, **SETTINGS, checkpoint_on_interrupt=save), []),
                       Catalog.load())
     run = Run(config, tmp_path / "run")
