@@ -206,6 +206,47 @@ def test_a_full_disk_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_pr
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["latest", "step_000001"]  # no temporary left
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(size, options="")``: a tmpfs of ``size`` mounted on a new folder (skipped where mounting is not
+    permitted); ``remount(size)`` of the same fixture frees space."""
+    mounted = []
+
+    def mount(size: str, options: str = "") -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_disk_that_fills_during_a_run_stops_it_cleanly_and_it_resumes_once_space_is_freed(
+        small_disk, tmp_path, corpus, finished, capsys):  # noqa: F811
+    disk = small_disk("400k")  # room for the checkpoint of step 2, not for a second one beside it
+    run_dir = disk / "run"
+    code, err = cli(capsys, "train", tiny_config(tmp_path, corpus, **{**SETTINGS, "keep_checkpoints": 1}),
+                    "--run-dir", run_dir)
+    assert code == 2 and "No space left on device" in err, err
+    assert checkpoint.newest(run_dir).name == "step_000002" and checkpoint.verify(step_dir(run_dir, 2))
+    subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+    code, err = cli(capsys, "train", "--resume", run_dir)
+    assert code == 0, err
+    assert_same_final_state(run_dir, finished)
+
+
+def test_a_read_only_run_directory_is_refused(small_disk, tmp_path, corpus, capsys):  # noqa: F811
+    disk = small_disk("1m", ",ro")
+    code, err = cli(capsys, "train", tiny_config(tmp_path, corpus, **SETTINGS), "--run-dir", disk / "run")
+    assert code == 2 and "Read-only file system" in err
+
+
 def test_a_full_disk_while_appending_metrics_is_a_clear_error(tmp_path):
     (tmp_path / "metrics.jsonl").write_bytes(b"x" * 100)
     with file_size_limit(100), pytest.raises(HookformerError, match="cannot append.*--resume"):
