@@ -302,8 +302,10 @@ def cmd_data(args) -> int:
     data_options = config.parts["data"].options
     if "report_examples" in type(data_options).model_fields:  # a third-party source may keep no examples
         data_options.report_examples = args.examples
+    from hookformer.core import runfiles  # heavy imports (torch) once the config is valid
+
     keep = args.run_dir
-    if keep is not None and keep.exists() and any(keep.iterdir()):
+    if keep is not None and runfiles.holds_files(keep):
         raise ConfigError(f"--run-dir {keep} already exists and is not empty; choose a new folder, or leave "
                           f"--run-dir out to work in a temporary one.")
 
@@ -316,17 +318,16 @@ def cmd_data(args) -> int:
     from hookformer.core.checkpoint import write_atomically  # heavy imports (torch, datasets) once the config is valid
     from hookformer.core.prepare import build_context, format_report, prepare_data
 
-    created = keep is not None and not keep.exists()
+    created = runfiles.make_run_dir(keep) if keep is not None else None
     with tempfile.TemporaryDirectory(prefix="hookformer-data-") as scratch:
         run_dir = keep or Path(scratch)
         try:
             report = prepare_data(config, build_context(config, run_dir)).data.report
-        except HookformerError:
-            if created:  # as with train: a failed start leaves nothing behind
-                shutil.rmtree(run_dir, ignore_errors=True)
+        except BaseException:
+            if created is not None:  # as with train: a failed start leaves nothing behind
+                shutil.rmtree(created, ignore_errors=True)
             raise
     if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
         write_atomically(keep / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
         write_atomically(keep / "data_report.json", json.dumps(report, indent=2))
     print(format_report(report, examples=args.examples))

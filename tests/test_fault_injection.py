@@ -336,6 +336,12 @@ def test_bad_inputs_exit_2_without_traceback_or_leftover_folder(tmp_path, corpus
     assert not (tmp_path / "new").exists()
 
 
+def test_the_data_command_refuses_a_run_dir_that_is_a_file(tmp_path, corpus, capsys):  # noqa: F811
+    (tmp_path / "a_file").write_text("")
+    code, err = cli(capsys, "data", tiny_config(tmp_path, corpus), "--run-dir", tmp_path / "a_file" / "run")
+    assert code == 2 and "a part of the path is a file" in err
+
+
 def test_nproc_0_is_refused(tmp_path, corpus, capsys):  # noqa: F811
     with pytest.raises(SystemExit) as exit:
         main(["train", str(tiny_config(tmp_path, corpus)), "--nproc", "0"])
