@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from hookformer.core import interrupt
 from hookformer.core.errors import ConfigError, HookformerError
 
 EXIT_USER_ERROR = 2
@@ -39,6 +40,19 @@ def _count(text: str) -> int:
     return value
 
 
+def _path(text: str) -> Path:
+    if "\x00" in text:  # the operating system refuses such a path with a ValueError, not an OSError
+        raise argparse.ArgumentTypeError("a path cannot hold a NUL byte")
+    return Path(text)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _plugin_flags(common, defaults=False)
@@ -51,51 +65,56 @@ def build_parser() -> argparse.ArgumentParser:
                    "data, cleaning, hooks, train), or the name of a built-in recipe: default_run, stdlib_areas")
     train = commands.add_parser("train", parents=[common], help="train a model (the default pretraining run "
                                 "on the built-in corpus when no config is given)")
-    train.add_argument("config", nargs="?", type=Path, help=config_help)
+    train.add_argument("config", nargs="?", type=_path, help=config_help)
     _run_arguments(train)
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    train.add_argument("--resume", type=_path, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
+                       "(from step 0 when it stopped before its first one)")
+    train.add_argument("--checkpoint", metavar="step_N", help="with --resume: continue from this checkpoint of the "
+                       "run instead of the newest (e.g. when the newest is damaged)")
 
     finetune = commands.add_parser("finetune", parents=[common], help="fine-tune a pretrained run: the same as "
                                    "train CONFIG --set train.init_from=PRETRAINED_RUN")
-    finetune.add_argument("pretrained", type=Path, metavar="PRETRAINED_RUN", help="the pretrained run's directory "
+    finetune.add_argument("pretrained", type=_path, metavar="PRETRAINED_RUN", help="the pretrained run's directory "
                           "(its latest checkpoint), or one of its checkpoint directories")
-    finetune.add_argument("config", type=Path, help=config_help)
+    finetune.add_argument("config", type=_path, help=config_help)
     _run_arguments(finetune)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a run's checkpoint with its metrics, "
                                    "on its validation split or on other data (--set data....); writes nothing there")
-    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("run_dir", type=_path, metavar="RUN_DIR")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override a field of the run's config, e.g. --set data.paths=[other.txt]")
     evaluate.add_argument("--checkpoint", default="latest", help="latest (default), best (the best evaluation of an "
-                          "early-stopping run), or a checkpoint directory")
+                          "early-stopping run), step_N (a checkpoint of the run), or a checkpoint directory")
     evaluate.add_argument("--split", choices=["validation", "train"], default="validation",
                           help="which split of the data to score (default: validation)")
     evaluate.add_argument("--examples", type=_count, default=None, metavar="N",
                           help="score the first N examples only (default: all of the split)")
-    evaluate.add_argument("--output", type=Path, help="also write the results to this JSON file")
+    evaluate.add_argument("--output", type=_path, help="also write the results to this JSON file")
 
     data = commands.add_parser("data", parents=[common], help="run the data stages alone (read, clean, train the "
                                "tokenizer, tokenize, pack) and print what each did")
-    data.add_argument("config", nargs="?", type=Path, help="YAML config, as for train (only data, cleaning, "
+    data.add_argument("config", nargs="?", type=_path, help="YAML config, as for train (only data, cleaning, "
                       "tokenizer and train.seed matter)")
     data.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set data.num_proc=2")
     data.add_argument("--examples", type=_count, default=3, metavar="N",
                       help="examples of removed text to show per cleaning step (default 3; the report keeps as many "
                            "as the data part does, e.g. data.report_examples)")
-    data.add_argument("--run-dir", type=Path, help="keep the trained tokenizer, config.yaml and data_report.json in "
+    data.add_argument("--run-dir", type=_path, help="keep the trained tokenizer, config.yaml and data_report.json in "
                       "this new or empty folder (default: a temporary folder, removed at the end; the data caches "
                       "are kept either way)")
 
     generate = commands.add_parser("generate", parents=[common], help="generate text from a run's latest checkpoint")
-    generate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    generate.add_argument("run_dir", type=_path, metavar="RUN_DIR")
     generate.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     generate.add_argument("--tokens", type=int, default=200, help="tokens to generate")
     generate.add_argument("--greedy", action="store_true", help="always take the most likely token")
     generate.add_argument("--temperature", type=float, default=0.8)
     generate.add_argument("--top-k", type=int, default=40)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--checkpoint", default="latest", help="latest (default), best, step_N, or a checkpoint "
+                          "directory")
 
     plugins = commands.add_parser("plugins", parents=[common], help="list and inspect registered parts")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", required=True)
@@ -109,9 +128,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``train`` and ``finetune`` share."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optimizer.lr=3e-4 --set attention.name=naive")
-    parser.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/run-DATE-TIME)")
-    parser.add_argument("--nproc", type=int, default=1, metavar="N", help="train with N processes on this machine: "
-                        "runs torchrun --standalone --nproc_per_node N -m hookformer ... (set "
+    parser.add_argument("--run-dir", type=_path, help="where the run is written (default: runs/run-DATE-TIME)")
+    parser.add_argument("--nproc", type=_positive, default=1, metavar="N", help="train with N processes on this "
+                        "machine: runs torchrun --standalone --nproc_per_node N -m hookformer ... (set "
                         "train.distributed.strategy)")
 
 
@@ -288,6 +307,8 @@ def cmd_train(args) -> int:
         run_dir = args.resume
         config = _validate_saved(raw, run_dir, args)
     else:
+        if args.checkpoint is not None:
+            raise ConfigError("--checkpoint chooses the checkpoint --resume continues from; add --resume RUN_DIR.")
         raw = run_config.compose(args.config, args.overrides)
         run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
         config = run_config.validate(raw, _catalog(args))
@@ -305,31 +326,38 @@ def cmd_train(args) -> int:
 
 def cmd_finetune(args) -> int:
     """``finetune PRETRAINED_RUN CONFIG`` is ``train CONFIG --set train.init_from=PRETRAINED_RUN``."""
-    args.resume = None
+    args.resume = args.checkpoint = None
     args.overrides = [*args.overrides, f"train.init_from={json.dumps(str(args.pretrained))}"]
     return cmd_train(args)
 
 
 def _train_ranks(args, config, run_dir: Path, world) -> int:
-    from hookformer.core import distributed
+    from hookformer.core import checkpoint, distributed, interrupt, runfiles
     from hookformer.core.loop import Run
 
     try:
         run_dir = world.broadcast(run_dir)  # a default name holds the time, which may differ between ranks
-        if args.resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        if args.resume is None and runfiles.holds_files(run_dir):
             raise ConfigError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir, "
                               f"or continue that run with --resume {run_dir}.")
-        created = not run_dir.exists()
+        resume = args.resume is not None and (args.checkpoint or checkpoint.newest(run_dir) is not None)
+        if args.resume is not None and not resume and world.is_main:  # stopped before its first checkpoint
+            print(f"hookformer: {run_dir} has no checkpoint yet: starting it over from step 0.", file=sys.stderr)
+            (run_dir / runfiles.METRICS).unlink(missing_ok=True)
         world.barrier()  # every rank has looked before rank 0 creates the directory
+        created = runfiles.make_run_dir(run_dir) if world.is_main else None
+        if world.is_main:
+            runfiles.remove_stale_temporaries(run_dir)
         try:
-            run = Run(config, run_dir, resume=args.resume is not None, world=world)
-        except HookformerError:
-            if created and world.is_main:  # a run that failed while being assembled leaves nothing behind
+            run = Run(config, run_dir, resume=(args.checkpoint or True) if resume else False, world=world)
+        except BaseException:
+            if created is not None:  # a run that failed while being assembled leaves nothing behind
                 import shutil
 
-                shutil.rmtree(run_dir, ignore_errors=True)
+                shutil.rmtree(created, ignore_errors=True)
             raise
-        summary = run.train()
+        with interrupt.graceful_stop():
+            summary = run.train()
         world.barrier()  # rank 0 may still write samples; a rank leaving the group early can abort in gloo's teardown
     finally:
         distributed.shutdown()
@@ -345,8 +373,10 @@ def cmd_data(args) -> int:
     from hookformer.core import config as run_config
 
     config = run_config.validate(run_config.compose(args.config, args.overrides), _catalog(args))
+    from hookformer.core import runfiles  # heavy imports (torch) once the config is valid
+
     keep = args.run_dir
-    if keep is not None and keep.exists() and any(keep.iterdir()):
+    if keep is not None and runfiles.holds_files(keep):
         raise ConfigError(f"--run-dir {keep} already exists and is not empty; choose a new folder, or leave "
                           f"--run-dir out to work in a temporary one.")
 
@@ -360,19 +390,18 @@ def cmd_data(args) -> int:
     from hookformer.core.checkpoint import write_atomically
     from hookformer.core.prepare import format_report
 
-    created = keep is not None and not keep.exists()
+    created = runfiles.make_run_dir(keep) if keep is not None else None
     with tempfile.TemporaryDirectory(prefix="hookformer-data-") as scratch:
         run_dir = keep or Path(scratch)
         try:
             assembly = Assembly(config, run_dir)
             assembly.prepare_data()
             report = assembly.data().report
-        except HookformerError:
-            if created:  # as with train: a failed start leaves nothing behind
-                shutil.rmtree(run_dir, ignore_errors=True)
+        except BaseException:
+            if created is not None:  # as with train: a failed start leaves nothing behind
+                shutil.rmtree(created, ignore_errors=True)
             raise
     if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
         write_atomically(keep / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
         write_atomically(keep / "data_report.json", json.dumps(report, indent=2))
     print(format_report(report, examples=args.examples))
@@ -395,17 +424,7 @@ def cmd_evaluate(args) -> int:
     from hookformer.core.evaluate import evaluate_checkpoint
     from hookformer.core.loop import resolve_device
 
-    if args.checkpoint == "latest":
-        path = checkpoint.latest(args.run_dir)
-    elif args.checkpoint == "best":
-        path = checkpoint.best(args.run_dir)
-        if path is None:
-            raise ConfigError(f"{args.run_dir} has no best checkpoint (only runs with train.early_stopping keep one); "
-                              f"use --checkpoint latest.")
-    else:
-        path = Path(args.checkpoint)
-        if not (path / checkpoint.MANIFEST).is_file():
-            raise ConfigError(f"--checkpoint {path} is not a checkpoint directory (it has no {checkpoint.MANIFEST}).")
+    path = checkpoint.find(args.run_dir, args.checkpoint)
     results = evaluate_checkpoint(config, args.run_dir, path, split=args.split, max_examples=args.examples,
                                   device=resolve_device(config.train.device))
     print(f"{results['checkpoint']} (step {results['step']}), {results['split']} split, "
@@ -425,7 +444,7 @@ def cmd_generate(args) -> int:
 
     from hookformer.core.generate import generate, load_trained
 
-    tokenizer, model = load_trained(args.run_dir, config)
+    tokenizer, model = load_trained(args.run_dir, config, checkpoint=args.checkpoint)
     prompt = tokenizer.encode(args.prompt) or [tokenizer.special.eos]
     ids = generate(model, prompt, args.tokens, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,
                    generator=torch.Generator().manual_seed(args.seed))
@@ -452,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hookformer: error{_which_rank()}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except interrupt.Interrupted as exc:
+        print(f"hookformer: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("hookformer: interrupted", file=sys.stderr)
         return 130

@@ -46,7 +46,7 @@ PRETRAINED_SECTIONS = ("tokenizer", "model", "attention")
 class DistributedConfig(BaseModel):
     """``train.distributed``: how ranks started by torchrun share the work (ignored by a single process)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: Literal["none", "ddp", "fsdp"] = Field(
         "none", description="ddp: DistributedDataParallel; fsdp: FSDP2 (fully_shard), weights, gradients and "
@@ -58,7 +58,7 @@ class DistributedConfig(BaseModel):
 class EarlyStoppingConfig(BaseModel):
     """``train.early_stopping``: stop when an evaluation value stops improving, and keep the best weights."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     metric: str = Field("val_accuracy", description="the evaluation value to watch, as written to metrics.jsonl "
                         "(e.g. val_accuracy, val_loss)")
@@ -70,13 +70,13 @@ class EarlyStoppingConfig(BaseModel):
 class TrainConfig(BaseModel):
     """The ``train`` section: the loop itself."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_steps: int = Field(1000, gt=0, description="optimizer steps to run")
     batch_size: int = Field(16, gt=0, description="sequences per micro-batch on each rank (global batch: "
                             "batch_size x ranks x grad_accum_steps)")
     grad_accum_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
-    seed: int = Field(1337, description="seed for weights, data order, dropout and sampling")
+    seed: int = Field(1337, ge=0, lt=2**32, description="seed for weights, data order, dropout and sampling")
     eval_every: int = Field(200, gt=0, description="evaluate every N steps (and at the end)")
     eval_batches: int = Field(20, gt=0, description="validation batches per evaluation")
     log_every: int = Field(10, gt=0, description="write a training record every N steps")
@@ -88,6 +88,8 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
     checkpoint_every: int = Field(500, gt=0, description="save a checkpoint every N steps (and at the end)")
     keep_checkpoints: int = Field(2, gt=0, description="how many recent checkpoints to keep")
+    checkpoint_on_interrupt: bool = Field(True, description="on SIGTERM or Ctrl-C, finish the current step and save "
+                                          "a checkpoint before stopping")
     progress: bool = Field(True, description="show a progress bar")
     sample_prompt: str = Field("", description="prompt for the samples generated at the end")
     sample_tokens: int = Field(200, ge=0, description="tokens per generated sample (0: no samples)")
@@ -189,6 +191,9 @@ def config_file(path: Path) -> Path:
 def read_yaml(path: Path) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                          f"{exc.start}); save it as UTF-8.") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}. Check the path (or name a built-in "
                           f"recipe: {', '.join(recipes())}).") from None
@@ -251,7 +256,7 @@ def compose(config_path: Path | None, overrides: list[str]) -> dict:
 
     raw = layered(default_recipe())
     init_from = raw["train"].get("init_from") if isinstance(raw.get("train"), dict) else None
-    if init_from is None:
+    if not isinstance(init_from, str):  # validation reports a value of the wrong type
         return raw
     return layered(merge(default_recipe(), pretrained_sections(pretrained_run_dir(init_from))))
 

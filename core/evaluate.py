@@ -47,6 +47,7 @@ def evaluate_checkpoint(config: RunConfig, run_dir: Path, checkpoint_dir: Path, 
     ``run_dir``; the data stages build ``split`` of the configured data (which may differ from the training data).
     Returns the metric values with the objective's baselines, the step and the number of examples scored."""
     torch.manual_seed(config.train.seed)
+    checkpoint.verify(checkpoint_dir)  # before its manifest decides the model's shapes
     assembly = Assembly(config, run_dir, device=device, checkpoint=checkpoint_dir)
     splits = assembly.prepare_data()
     if hasattr(splits[split], "next_batch"):

@@ -33,21 +33,22 @@ def generate(model, ids: list[int], max_new_tokens: int, *, temperature: float =
     return out[0].tolist()
 
 
-def load_trained(run_dir: Path, config, device: str = "cpu"):
-    """(tokenizer, model) of a run's latest checkpoint, rebuilt from its config without reading the training data.
-    Generation needs the backbone and its language-model head only: task heads a fine-tuned run saved (``heads.*``)
-    are not loaded, and an encoder is refused."""
-    from hookformer.core import checkpoint
+def load_trained(run_dir: Path, config, device: str = "cpu", checkpoint: str | None = None):
+    """(tokenizer, model) of a run's latest checkpoint (or the one ``checkpoint`` names: see checkpoint.find), rebuilt
+    from its config without reading the training data. Generation needs the backbone and its language-model head
+    only: task heads a fine-tuned run saved (``heads.*``) are not loaded, and an encoder is refused."""
+    from hookformer.core import checkpoint as checkpoints
     from hookformer.core.assemble import Assembly
     from hookformer.core.errors import ConfigError
     from hookformer.core.parts import is_decoder
 
-    path = checkpoint.latest(run_dir)
+    path = checkpoints.find(run_dir, checkpoint)
+    checkpoints.verify(path)  # before its manifest decides the model's shapes
     assembly = Assembly(config, run_dir, device=device, checkpoint=path)
     tokenizer, model = assembly.tokenizer(), assembly.model()
     if not is_decoder(model):
         raise ConfigError(f"{run_dir} holds an encoder (its model part {config.parts['model'].name} is not causal; "
                           f"objective {config.parts['objective'].name}): text generation continues a text left to "
                           "right and needs a decoder. Score the run with `hookformer evaluate` instead.")
-    checkpoint.load_pretrained(path, model)
+    checkpoints.load_pretrained(path, model)
     return tokenizer, model.eval()

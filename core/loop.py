@@ -20,7 +20,7 @@ import yaml
 from tqdm import tqdm
 
 import hookformer
-from hookformer.core import checkpoint, provenance
+from hookformer.core import checkpoint, interrupt, provenance, runfiles
 from hookformer.core.assemble import Assembly
 from hookformer.core.config import EarlyStoppingConfig, RunConfig, pretrained_run_dir
 from hookformer.core.distributed import World
@@ -144,13 +144,14 @@ def _inductor_deterministic_embedding_backward(graph, example_inputs):
 
 class Run:
     """One training run in ``run_dir``. ``Run(config, run_dir).train()``; pass ``resume=True`` to continue from the
-    run's latest checkpoint. Its parts come from one :class:`~hookformer.core.assemble.Assembly`; the run's hook parts
-    (``hooks:``) receive its events, and ``run.assembly.register(obj)`` adds another object implementing run hooks.
+    run's latest checkpoint (``resume="step_000110"``: from that one). Its parts come from one
+    :class:`~hookformer.core.assemble.Assembly`; the run's hook parts (``hooks:``) receive its events, and
+    ``run.assembly.register(obj)`` adds another object implementing run hooks.
 
     Under torchrun every rank builds a Run with its ``world``; files, logs, the progress bar and run events are rank
     0's, and every rank takes part in training, evaluation and sampling (an FSDP2 forward needs all of them)."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, world: World = World()):
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool | str = False, world: World = World()):
         self.config = config
         self.train_cfg = config.train
         self.run_dir = Path(run_dir)
@@ -172,13 +173,15 @@ class Run:
         # and weights), the pretrained one when fine-tuning.
         init_from = pretrained = None
         if self.resume:
-            source = checkpoint.latest(self.run_dir)
+            source = checkpoint.find(self.run_dir, self.resume if isinstance(self.resume, str) else None)
         elif cfg.init_from is not None:
             init_from = pretrained_run_dir(cfg.init_from)
             pretrained = Path(cfg.init_from)
             source = pretrained if (pretrained / checkpoint.MANIFEST).is_file() else checkpoint.latest(pretrained)
         else:
             source = None
+        if source is not None:
+            checkpoint.verify(source)  # before its manifest decides the model's shapes
         assembly = self.assembly = Assembly(self.config, self.run_dir, device=self.device, world=self.world,
                                             init_from=init_from, checkpoint=source)
         self.log("preparing data")
@@ -297,25 +300,27 @@ class Run:
             self.world.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.train_stream.load_state_dict(state["data_position"])
+            torch.set_rng_state(state["torch_rng"])
+            if state["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            random.setstate(state["python_rng"])
         except ValueError as exc:
             raise CheckpointError(f"cannot resume from {path}: {exc}.") from None
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        random.setstate(state["python_rng"])
+        except KeyError as exc:
+            raise CheckpointError(f"cannot resume from {path}: its trainer state has no {exc} entry.") from None
         if self.early_stopping is not None and state.get("early_stopping") is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
         self.step = state["step"]
+        if self.train_cfg.max_steps < self.step:
+            raise ConfigError(f"train.max_steps is {self.train_cfg.max_steps}, but {path} is at step {self.step}: "
+                              f"a resumed run continues up to max_steps; set it to {self.step} or more.")
         if self.world.is_main:
             self._truncate_metrics(self.step)
         self.log(f"resumed from {path} at step {self.step}")
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop records written after the checkpoint by the interrupted run, so the history has no duplicates."""
-        path = self.run_dir / "metrics.jsonl"
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            checkpoint.write_atomically(path, "".join(line + "\n" for line in kept))
+        runfiles.truncate_metrics(self.run_dir, step)
 
     # -- events and output ------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -336,8 +341,7 @@ class Run:
     def _record(self, record: dict) -> None:
         if not self.world.is_main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        runfiles.append_record(self.run_dir, record)
 
     def _autocast(self):
         if not self.train_cfg.bf16:
@@ -393,8 +397,8 @@ class Run:
         path = None
         if self.world.is_main:
             path = checkpoint.save(self.run_dir, self.step, weights, state, self.train_cfg.keep_checkpoints,
-                                   meta={"shapes": Shapes(self.model.vocab_size, self.model.max_seq_len).to_dict()},
-                                   best=best)
+                                   meta={"shapes": Shapes(self.model.vocab_size, self.model.max_seq_len).to_dict(),
+                                         "config_sha256": checkpoint.config_hash(self.config.dump())}, best=best)
             self._emit("checkpoint_saved", path=path)
         self.world.barrier()  # no rank runs ahead of a checkpoint that is not on disk yet
         return path
@@ -414,14 +418,16 @@ class Run:
         self._bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.world.is_main),
                          unit="step", dynamic_ncols=True, file=sys.stderr,
                          mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
+        stopping = None  # the signal that asked the run to stop (core/interrupt.py)
         try:
             window_start, window_tokens = time.perf_counter(), 0
-            while self.step < cfg.max_steps and not self._stopped_early():
+            while self.step < cfg.max_steps and not self._stopped_early() and stopping is None:
                 loss, tokens = self.train_step()
                 window_tokens += tokens
                 if not math.isfinite(loss):
                     raise HookformerError(f"the training loss became {loss} at step {self.step}; lower "
-                                          f"optimizer.lr or set train.clip_grad_norm.")
+                                          f"optimizer.lr" + (" or train.clip_grad_norm" if cfg.clip_grad_norm
+                                                             else " or set train.clip_grad_norm") + ".")
                 self._bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     elapsed = time.perf_counter() - window_start
@@ -439,12 +445,16 @@ class Run:
                         f"{k} {v:.4f}" for k, v in last_eval.items() if k != "step"))
                     self._emit("eval_end", record=last_eval)
                     best = self.early_stopping is not None and self.early_stopping.update(last_eval)
+                stopping = interrupt.requested_by_any(self.world)
                 if (best or self._stopped_early() or self.step % cfg.checkpoint_every == 0
-                        or self.step == cfg.max_steps):
+                        or self.step == cfg.max_steps or (stopping and cfg.checkpoint_on_interrupt)):
                     self.save_checkpoint(best=best)
         finally:
             self._bar.close()
             self._bar = None
+        if stopping is not None:
+            newest = checkpoint.newest(self.run_dir)
+            raise interrupt.stopped(stopping, self.step, self.run_dir, newest.name if newest else None)
         if self.early_stopping is not None:
             last_eval = self._restore_best()
         self.write_samples()

@@ -66,13 +66,12 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_last_good_one_intact(tmp_
     good = checkpoint.save(tmp_path, 1, model, {"step": 1}, keep=2)
     before = (good / "model.safetensors").read_bytes()
 
-    def crash_half_way(obj, path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def crash_half_way(obj, file, *args, **kwargs):
+        file.write(b"partial")
         raise OSError("disk full")  # fault injection: the process dies in the middle of the write
 
     monkeypatch.setattr(checkpoint.torch, "save", crash_half_way)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full.*step_000001, is untouched"):
         checkpoint.save(tmp_path, 2, small_model(5), {"step": 2}, keep=2)
     monkeypatch.undo()
     assert checkpoint.latest(tmp_path) == good

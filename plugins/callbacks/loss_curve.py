@@ -3,7 +3,6 @@ and at the end of the run (run events ``hookformer_eval_end`` and ``hookformer_r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import Field
@@ -30,7 +29,9 @@ class LossCurve:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        records = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        from hookformer.core.runfiles import METRICS, read_records
+
+        records = read_records(self.run_dir / METRICS)  # a torn last line (a crash) is skipped
         train = [(r["step"], r["loss"]) for r in records if "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
         if not train and not val:

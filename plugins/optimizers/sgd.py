@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from hookformer.core.params import with_weight_decay
 from hookformer.core.parts import PartOptions
 
 
 class SGDOptions(PartOptions):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     lr: float = Field(0.1, gt=0.0, description="peak learning rate")
     momentum: float = Field(0.9, ge=0.0, description="momentum factor")
     nesterov: bool = Field(False, description="Nesterov momentum")
