@@ -17,16 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from hookformer.core import checkpoint, interrupt, runfiles
 from hookformer.core.cli import main
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import CheckpointError, HookformerError
+from hookformer.core.hookspecs import hookimpl
 from hookformer.core.loop import Run
 from hookformer.registry.catalog import Catalog
-
-from test_train import corpus, isolated_cache, records, tiny_config  # noqa: F401 (fixtures)
+from safetensors.torch import load_file
+from test_train import records, tiny_config
 
 #: Checkpoints at steps 2 and 4 (all kept), no samples: a run of about a second.
 SETTINGS = {"max_steps": 4, "checkpoint_every": 2, "eval_every": 2, "keep_checkpoints": 3, "sample_tokens": 0}
@@ -41,12 +40,12 @@ def cli(capsys, *args) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, corpus) -> Path:  # noqa: F811
+def finished(tmp_path_factory, docs_corpus) -> Path:
     """A finished run of SETTINGS (steps 1-4, checkpoints step_000002 and step_000004), trained once per module."""
     base = tmp_path_factory.mktemp("finished")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOOKFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        assert main(["train", str(tiny_config(base, corpus, **SETTINGS)), "--run-dir", str(base / "run")]) == 0
+        assert main(["train", str(tiny_config(base, docs_corpus, **SETTINGS)), "--run-dir", str(base / "run")]) == 0
     return base / "run"
 
 
@@ -228,10 +227,10 @@ def small_disk(tmp_path):
 
 
 def test_a_disk_that_fills_during_a_run_stops_it_cleanly_and_it_resumes_once_space_is_freed(
-        small_disk, tmp_path, corpus, finished, capsys):  # noqa: F811
+        small_disk, tmp_path, docs_corpus, finished, capsys):
     disk = small_disk("400k")  # room for the checkpoint of step 2, not for a second one beside it
     run_dir = disk / "run"
-    code, err = cli(capsys, "train", tiny_config(tmp_path, corpus, **{**SETTINGS, "keep_checkpoints": 1}),
+    code, err = cli(capsys, "train", tiny_config(tmp_path, docs_corpus, **{**SETTINGS, "keep_checkpoints": 1}),
                     "--run-dir", run_dir)
     assert code == 2 and "No space left on device" in err, err
     assert checkpoint.newest(run_dir).name == "step_000002" and checkpoint.verify(step_dir(run_dir, 2))
@@ -241,9 +240,9 @@ def test_a_disk_that_fills_during_a_run_stops_it_cleanly_and_it_resumes_once_spa
     assert_same_final_state(run_dir, finished)
 
 
-def test_a_read_only_run_directory_is_refused(small_disk, tmp_path, corpus, capsys):  # noqa: F811
+def test_a_read_only_run_directory_is_refused(small_disk, tmp_path, docs_corpus, capsys):
     disk = small_disk("1m", ",ro")
-    code, err = cli(capsys, "train", tiny_config(tmp_path, corpus, **SETTINGS), "--run-dir", disk / "run")
+    code, err = cli(capsys, "train", tiny_config(tmp_path, docs_corpus, **SETTINGS), "--run-dir", disk / "run")
     assert code == 2 and "Read-only file system" in err
 
 
@@ -254,10 +253,10 @@ def test_a_full_disk_while_appending_metrics_is_a_clear_error(tmp_path):
 
 
 # -- 6 and 7. kills inside checkpoint writes: stale temporaries removed, every state resumable, bit-identical -------
-def kill_during_first_checkpoint(tmp_path, corpus, point: str) -> Path:  # noqa: F811
+def kill_during_first_checkpoint(tmp_path, docs_corpus, point: str) -> Path:
     run_dir = tmp_path / "killed"
     env = {**os.environ, checkpoint.KILL_AT_VARIABLE: point}
-    done = subprocess.run([sys.executable, "-m", "hookformer", "train", str(tiny_config(tmp_path, corpus, **SETTINGS)),
+    done = subprocess.run([sys.executable, "-m", "hookformer", "train", str(tiny_config(tmp_path, docs_corpus, **SETTINGS)),
                            "--run-dir", str(run_dir)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
     return run_dir
@@ -282,9 +281,9 @@ def assert_same_final_state(run_dir: Path, finished: Path) -> None:
     pytest.param("manifest", marks=pytest.mark.slow),
     pytest.param("pointed", marks=pytest.mark.slow),
 ])
-def test_a_run_killed_inside_its_first_checkpoint_write_resumes_to_the_same_bits(tmp_path, corpus, finished,  # noqa
+def test_a_run_killed_inside_its_first_checkpoint_write_resumes_to_the_same_bits(tmp_path, docs_corpus, finished,  # noqa
                                                                                   capsys, point):
-    run_dir = kill_during_first_checkpoint(tmp_path, corpus, point)
+    run_dir = kill_during_first_checkpoint(tmp_path, docs_corpus, point)
     left = list((run_dir / "checkpoints").glob(".tmp-*"))
     code, err = cli(capsys, "train", "--resume", run_dir)
     assert code == 0, err
@@ -319,8 +318,8 @@ def test_retention_keeps_the_highest_steps_past_step_999999(tmp_path):
 # -- 9 and 10. bad inputs: exit 2, no traceback, nothing left behind ------------------------------------------------
 @pytest.mark.parametrize("case", ["betas", "seed -1", "seed 2**70", "lr inf", "non-UTF-8", "file", "under a file",
                                   "under /proc", "name too long"])
-def test_bad_inputs_exit_2_without_traceback_or_leftover_folder(tmp_path, corpus, capsys, case):  # noqa: F811
-    config = tiny_config(tmp_path, corpus, **SETTINGS)
+def test_bad_inputs_exit_2_without_traceback_or_leftover_folder(tmp_path, docs_corpus, capsys, case):
+    config = tiny_config(tmp_path, docs_corpus, **SETTINGS)
     run_dir = tmp_path / "new" / "run"
     (tmp_path / "a_file").write_text("")
     overrides = {"betas": ["optimizer.betas=[1.5,0.9]"], "seed -1": ["train.seed=-1"],
@@ -336,15 +335,15 @@ def test_bad_inputs_exit_2_without_traceback_or_leftover_folder(tmp_path, corpus
     assert not (tmp_path / "new").exists()
 
 
-def test_the_data_command_refuses_a_run_dir_that_is_a_file(tmp_path, corpus, capsys):  # noqa: F811
+def test_the_data_command_refuses_a_run_dir_that_is_a_file(tmp_path, docs_corpus, capsys):
     (tmp_path / "a_file").write_text("")
-    code, err = cli(capsys, "data", tiny_config(tmp_path, corpus), "--run-dir", tmp_path / "a_file" / "run")
+    code, err = cli(capsys, "data", tiny_config(tmp_path, docs_corpus), "--run-dir", tmp_path / "a_file" / "run")
     assert code == 2 and "a part of the path is a file" in err
 
 
-def test_nproc_0_is_refused(tmp_path, corpus, capsys):  # noqa: F811
+def test_nproc_0_is_refused(tmp_path, docs_corpus, capsys):
     with pytest.raises(SystemExit) as exit:
-        main(["train", str(tiny_config(tmp_path, corpus)), "--nproc", "0"])
+        main(["train", str(tiny_config(tmp_path, docs_corpus)), "--nproc", "0"])
     assert exit.value.code == 2 and "expected 1 or more" in capsys.readouterr().err
 
 
@@ -355,8 +354,8 @@ def test_resuming_with_max_steps_below_the_checkpoint_is_refused_and_keeps_the_c
     assert (run / "config.yaml").read_bytes() == before
 
 
-def test_the_non_finite_loss_message_does_not_suggest_a_clip_already_set(tmp_path, corpus, capsys):  # noqa: F811
-    code, err = cli(capsys, "train", tiny_config(tmp_path, corpus, **SETTINGS), "--run-dir", tmp_path / "r",
+def test_the_non_finite_loss_message_does_not_suggest_a_clip_already_set(tmp_path, docs_corpus, capsys):
+    code, err = cli(capsys, "train", tiny_config(tmp_path, docs_corpus, **SETTINGS), "--run-dir", tmp_path / "r",
                     "--set", "optimizer.lr=1e30", "--set", "train.clip_grad_norm=1e30", "--set", "train.max_steps=20")
     assert code == 2 and "the training loss became" in err
     assert "or train.clip_grad_norm" in err and "set train.clip_grad_norm" not in err
@@ -369,18 +368,19 @@ class SignalAt:
     def __init__(self, step: int, signum: int):
         self.step, self.signum = step, signum
 
-    def on_step_end(self, run, record):
+    @hookimpl
+    def hookformer_step_end(self, record):
         if record["step"] == self.step:
             os.kill(os.getpid(), self.signum)
 
 
 @pytest.mark.parametrize("signum,save", [(signal.SIGTERM, True), (signal.SIGINT, False)])
-def test_a_signal_stops_at_the_step_boundary_and_the_run_resumes_exactly(tmp_path, corpus, finished,  # noqa: F811
+def test_a_signal_stops_at_the_step_boundary_and_the_run_resumes_exactly(tmp_path, docs_corpus, finished,
                                                                          capsys, signum, save):
-    config = validate(compose(tiny_config(tmp_path, corpus, **SETTINGS, checkpoint_on_interrupt=save), []),
+    config = validate(compose(tiny_config(tmp_path, docs_corpus, **SETTINGS, checkpoint_on_interrupt=save), []),
                       Catalog.load())
     run = Run(config, tmp_path / "run")
-    run.callbacks.append(SignalAt(3, signum))
+    run.assembly.register(SignalAt(3, signum))
     with interrupt.graceful_stop(), pytest.raises(interrupt.Interrupted) as stopped:
         run.train()
     assert stopped.value.exit_code == 128 + signum and "stopped at step 3" in str(stopped.value)
@@ -405,9 +405,9 @@ def test_a_second_signal_stops_at_once_even_inside_a_long_operation():
     assert "SIGINT received: stopping after the current step" in err
 
 
-def test_sigterm_to_the_command_line_saves_a_checkpoint_and_exits_143(tmp_path, corpus):  # noqa: F811
+def test_sigterm_to_the_command_line_saves_a_checkpoint_and_exits_143(tmp_path, docs_corpus):
     run_dir = tmp_path / "run"
-    config = tiny_config(tmp_path, corpus, **{**SETTINGS, "max_steps": 100_000, "checkpoint_every": 100_000})
+    config = tiny_config(tmp_path, docs_corpus, **{**SETTINGS, "max_steps": 100_000, "checkpoint_every": 100_000})
     process = subprocess.Popen([sys.executable, "-m", "hookformer", "train", str(config), "--run-dir", str(run_dir)],
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -30,7 +30,7 @@ BASE = {
     "optimizer": {"name": "adamw"},
     "scheduler": {"name": "cosine", "warmup_steps": 1},
     "metrics": ["loss"],
-    "callbacks": [],
+    "hooks": [],
     "train": {"max_steps": 1, "batch_size": 2, "eval_every": 1, "eval_batches": 1, "checkpoint_every": 1,
               "sample_tokens": 0, "progress": False, "device": "cpu"},
 }
@@ -47,7 +47,7 @@ def _fields() -> list[str]:
     names = [f"{section}.{field}" for section, stage in stages.items()
              for field in catalog.get(stage, BASE[section]["name"]).options_model().model_fields]
     names += [f"train.{field}" for field in TrainConfig.model_fields]
-    return sorted(name for name in names if name not in EXPENSIVE) + ["metrics", "callbacks", "cleaning"]
+    return sorted(name for name in names if name not in EXPENSIVE) + ["metrics", "hooks", "cleaning"]
 
 
 FIELDS = _fields()
