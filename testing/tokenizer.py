@@ -46,7 +46,8 @@ def check_tokenizer(tokenizer: Tokenizer, rebuild: Callable[[], Tokenizer] | Non
         assert special.unk not in text_ids, f"encode({text!r}) gives unk: the round trip cannot be exact"
         decoded = tokenizer.decode(text_ids)
         assert decoded == text, f"round trip differs: {text!r} -> {text_ids} -> {decoded!r}"
-    assert tokenizer.encode_batch(list(texts)) == encoded, "encode_batch(texts) differs from [encode(t) for t in texts]"
+    assert tokenizer.encode_batch(list(texts)) == encoded, \
+        "encode_batch(texts) differs from [encode(t) for t in texts]"
     fingerprint = tokenizer.fingerprint()
     assert isinstance(fingerprint, str) and fingerprint, f"fingerprint() must be a non-empty str, got {fingerprint!r}"
     assert tokenizer.fingerprint() == fingerprint, "fingerprint() changes between two calls"

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hookformer.core.parts import ObjectiveResult
-from hookformer.testing import MIXED_TEXTS, check_metric, check_objective, check_tokenizer
+from hookformer.testing import (MIXED_TEXTS, check_data, check_metric, check_objective, check_optimizer,
+                                check_scheduler, check_tokenizer)
 from hookformer.plugins.tokenizers.byte import ByteTokenizer
 
 IGNORE = -100
@@ -218,3 +219,104 @@ class ForgetfulAccuracy:
 def test_the_metric_kit_fails_a_metric_that_does_not_reset():
     with pytest.raises(AssertionError, match="after reset"):
         check_metric(ForgetfulAccuracy(), ACCURACY_RESULTS, {"accuracy": 3 / 5})
+
+
+class SameFingerprint(ByteTokenizer):
+    """Another mapping (bytes shifted by one) under the byte tokenizer's fingerprint: caches would mix them."""
+
+    def encode(self, text):
+        return [(i + 1) % 256 for i in super().encode(text)]
+
+    def encode_batch(self, texts):
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids):
+        return super().decode([(int(i) - 1) % 256 if int(i) < 256 else i for i in ids])
+
+
+def test_the_tokenizer_kit_fails_another_mapping_with_the_same_fingerprint():
+    check_tokenizer(SameFingerprint())  # a lawful tokenizer by itself
+    with pytest.raises(AssertionError, match="same fingerprint"):
+        check_tokenizer(ByteTokenizer(), other=SameFingerprint())
+
+
+class StatelessMomentum(torch.optim.SGD):
+    """Its state_dict leaves out the momentum buffers: a resumed run would restart them from zero."""
+
+    def state_dict(self):
+        return {**super().state_dict(), "state": {}}
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+
+
+def test_the_optimizer_kit_fails_an_optimizer_that_does_not_save_its_state():
+    from hookformer.core.params import param_groups
+
+    check_optimizer(lambda model: torch.optim.SGD(param_groups(model), lr=0.1, momentum=0.9), tiny_model)
+    with pytest.raises(AssertionError, match="resuming from the state_dict"):
+        check_optimizer(lambda model: StatelessMomentum(param_groups(model), lr=0.1, momentum=0.9), tiny_model)
+
+
+def test_the_optimizer_kit_fails_an_optimizer_that_leaves_out_parameters():
+    with pytest.raises(AssertionError, match="leaves out 2 trainable parameters"):
+        check_optimizer(lambda model: torch.optim.SGD(model[0].parameters(), lr=0.1), tiny_model)
+
+
+class ForgetfulLambdaLR(torch.optim.lr_scheduler.LambdaLR):
+    """Saves nothing: a resumed run would start the schedule over."""
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_the_scheduler_kit_fails_a_schedule_that_restarts_on_resume():
+    def decay(step):
+        return 1 / (1 + step)
+
+    check_scheduler(lambda optimizer, steps: torch.optim.lr_scheduler.LambdaLR(optimizer, decay))
+    with pytest.raises(AssertionError, match="after load_state_dict"):
+        check_scheduler(lambda optimizer, steps: ForgetfulLambdaLR(optimizer, decay))
+
+
+class CountingStream:
+    """Batches of consecutive numbers; ``resumable=False`` ignores the state it is given."""
+
+    def __init__(self, resumable: bool):
+        self.position, self.resumable = 0, resumable
+
+    def next_batch(self, batch_size):
+        rows = torch.arange(self.position, self.position + batch_size * 4).view(batch_size, 4) % 263
+        self.position += batch_size * 4
+        return {"input_ids": rows}
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        if self.resumable:
+            self.position = state["position"]
+
+
+class CountingSource:
+    block_size = 4
+
+    def __init__(self, resumable: bool):
+        self.resumable, self.report = resumable, {}
+
+    def texts(self):
+        return iter(["0123"])
+
+    def prepare(self, tokenizer):
+        return {"train": CountingStream(self.resumable), "validation": torch.zeros(2, 4, dtype=torch.long)}
+
+
+def test_the_data_kit_fails_a_stream_that_does_not_resume():
+    check_data(CountingSource(resumable=True), ByteTokenizer())
+    with pytest.raises(AssertionError, match="after load_state_dict"):
+        check_data(CountingSource(resumable=False), ByteTokenizer())
