@@ -11,8 +11,10 @@ objective needs). Each raises AssertionError naming what differs.
 - ``attention_conformance(NAME, options={...}, reference=fn)``: every case the kernel's capabilities claim against
   ``reference`` (default: softmax attention; a kernel that declares a ``variant`` must give the function it
   computes); returns the number of cases checked.
-- ``tokenizer_conformance(NAME, options={...})``: round trip, special ids, batch encoding, fingerprint, and the
-  same mapping when built again in the run directory. Trainable tokenizers train on the fixture's corpus.
+- ``tokenizer_conformance(NAME, options={...}, other_options=None)``: round trip, special ids, batch encoding,
+  fingerprint, and the same mapping when built again in the run directory; with ``other_options``, a tokenizer
+  built with them that maps text otherwise must have another fingerprint. Trainable tokenizers train on the
+  fixture's corpus.
 - ``objective_conformance(NAME, options={...}, batch=None, **sections)``: result fields, a summed loss, gradient
   accumulation (4 x 2 == 1 x 8) on ``batch`` (default: the first 8 training examples of the data).
 - ``optimizer_conformance(NAME, options={...})``: built from the engine's parameter groups; resumes bit-identically.
@@ -99,12 +101,18 @@ def tokenizer_conformance(hookformer_tiny_config, tmp_path):
     from hookformer.core.assemble import Assembly
     from hookformer.testing.tokenizer import check_tokenizer
 
-    def run(name: str, options: dict | None = None, **sections) -> None:
+    def trained(name: str, options: dict | None, run_dir, sections: dict):
+        """A new run's tokenizer (trained on the data if it trains) and a function that rebuilds it as a resumed
+        run does, from its files in ``run_dir`` without data."""
         config = hookformer_tiny_config(tokenizer=_section(name, options), **sections)
-        run_dir = tmp_path / "tokenizer-run"
         first = Assembly(config, run_dir)
-        first.data()  # a new run trains its tokenizer on the data; a resumed one reloads it without data
-        check_tokenizer(first.tokenizer(), rebuild=lambda: Assembly(config, run_dir).tokenizer())
+        first.data()
+        return first.tokenizer(), lambda: Assembly(config, run_dir).tokenizer()
+
+    def run(name: str, options: dict | None = None, other_options: dict | None = None, **sections) -> None:
+        tokenizer, rebuild = trained(name, options, tmp_path / "tokenizer-run", sections)
+        other = None if other_options is None else trained(name, other_options, tmp_path / "other-run", sections)[0]
+        check_tokenizer(tokenizer, rebuild=rebuild, other=other)
 
     return run
 

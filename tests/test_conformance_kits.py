@@ -16,10 +16,15 @@ from hookformer.plugins.tokenizers.byte import ByteTokenizer
 IGNORE = -100
 
 
-@pytest.mark.parametrize("options", [None, {"model_type": "bpe", "vocab_size": 400},
-                                     {"model_type": "unigram", "vocab_size": 370}], ids=["byte", "bpe", "unigram"])
-def test_builtin_tokenizers_conform(tokenizer_conformance, options):
-    tokenizer_conformance("byte" if options is None else "sentencepiece", options)
+def test_builtin_byte_tokenizer_conforms(tokenizer_conformance):
+    tokenizer_conformance("byte")
+
+
+@pytest.mark.parametrize("model_type,vocab_size", [("bpe", 400), ("unigram", 370)])
+def test_builtin_sentencepiece_tokenizer_conforms_and_another_vocabulary_has_another_fingerprint(
+        tokenizer_conformance, model_type, vocab_size):
+    tokenizer_conformance("sentencepiece", {"model_type": model_type, "vocab_size": vocab_size},
+                          other_options={"model_type": model_type, "vocab_size": vocab_size - 5})
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd", "muon"])
@@ -104,10 +109,13 @@ def test_builtin_combined_objective_conforms_with_parts_that_count_items_per_exa
                           model=PAIR_ENCODER, data=sentences_data("sop"))
 
 
-def test_builtin_labeled_and_prompt_response_data_conform(data_conformance, labeled_data, tmp_path):
+def test_builtin_labeled_prompt_response_and_sentences_data_conform(data_conformance, labeled_data, sentences_data,
+                                                                    tmp_path):
     data_conformance("labeled", {k: v for k, v in labeled_data("sequence_classification").items() if k != "name"})
     pairs = [{"prompt": f"copy {w}", "response": w} for w in WORDS * 3]
     data_conformance("prompt_response", {"paths": [write_jsonl(tmp_path / "sft.jsonl", pairs)], "block_size": 16})
+    for task in ("sop", "nsp", "permutation"):
+        data_conformance("sentences", {k: v for k, v in sentences_data(task).items() if k != "name"})
 
 
 @pytest.fixture
