@@ -118,6 +118,11 @@ def test_builtin_labeled_prompt_response_and_sentences_data_conform(data_conform
         data_conformance("sentences", {k: v for k, v in sentences_data(task).items() if k != "name"})
 
 
+@pytest.mark.slow
+def test_builtin_python_docs_data_conforms(data_conformance):
+    data_conformance("builtin", {"block_size": 16})  # reads and tokenizes the whole corpus: about 6 s
+
+
 @pytest.fixture
 def documents(tmp_path):
     """A corpus of distinct documents (streaming holds documents out for validation by a hash of their text)."""
