@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hookformer.core import interrupt
 from hookformer.core.errors import ConfigError, HookformerError
+from hookformer.core.parts import STAGES
 
 EXIT_USER_ERROR = 2
 
@@ -121,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     plugin_commands.add_parser("list", parents=[common], help="every registered part, by stage")
     show = plugin_commands.add_parser("show", parents=[common], help="a part's description, options and provider")
     show.add_argument("name", help="NAME, or STAGE/NAME when the name exists in several stages")
+
+    new_plugin = commands.add_parser("new-plugin", parents=[common], help="write a plugin package for a new part: "
+                                     "pyproject, the part, its options and a conformance test that passes")
+    new_plugin.add_argument("stage", metavar="STAGE", help="the part's stage: " + ", ".join(STAGES))
+    new_plugin.add_argument("name", metavar="NAME", help="the part's name (lowercase letters, digits, underscores)")
+    new_plugin.add_argument("--dir", type=Path, default=Path("."), help="where the folder hookformer-NAME is written "
+                            "(default: the current directory)")
     return parser
 
 
@@ -458,11 +466,19 @@ def _which_rank() -> str:
     return f" on rank {os.environ.get('RANK')} of {size}" if size != "1" else ""
 
 
+def cmd_new_plugin(args) -> int:
+    from hookformer.core.scaffold import scaffold
+
+    root = scaffold(args.stage, args.name, args.dir, _catalog(args))
+    print(f"wrote {root}: install it with `pip install -e {root}`, then test it with `python -m pytest {root}/tests`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"train": cmd_train, "finetune": cmd_finetune, "data": cmd_data, "evaluate": cmd_evaluate,
-               "generate": cmd_generate}.get(args.command) or {
+               "generate": cmd_generate, "new-plugin": cmd_new_plugin}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:
         return handler(args)

@@ -1,4 +1,5 @@
-"""Conformance checks for part authors, shipped with hookformer (``hookformer.testing``).
+"""Conformance checks for part authors, shipped with hookformer (``hookformer.testing``): one kit per stage, each a
+plain function that raises AssertionError naming what differs.
 
 Check an attention kernel against the reference over exactly the cases its capabilities claim::
 
@@ -9,9 +10,18 @@ Check an attention kernel against the reference over exactly the cases its capab
     def test_my_kernel_conforms(case):
         check_attention_kernel(my_kernel, MY_CAPABILITIES, case)
 
-The same checks are available as fixtures from hookformer's pytest plugin (see ``hookformer.testing.pytest_plugin``).
+The other kits: :func:`check_tokenizer`, :func:`check_objective`, :func:`check_optimizer`, :func:`check_scheduler`,
+:func:`check_metric`, :func:`check_data`. hookformer's pytest plugin (``hookformer.testing.pytest_plugin``) gives
+each as a fixture that builds a registered part by name, as a run does (``tokenizer_conformance("mine")``...).
 """
 
 from hookformer.testing.attention import AttentionCase, attention_cases, check_attention_kernel
+from hookformer.testing.data import check_data
+from hookformer.testing.metric import check_metric
+from hookformer.testing.objective import check_objective
+from hookformer.testing.optimizer import check_optimizer
+from hookformer.testing.scheduler import check_scheduler
+from hookformer.testing.tokenizer import MIXED_TEXTS, check_tokenizer
 
-__all__ = ["AttentionCase", "attention_cases", "check_attention_kernel"]
+__all__ = ["AttentionCase", "MIXED_TEXTS", "attention_cases", "check_attention_kernel", "check_data", "check_metric",
+           "check_objective", "check_optimizer", "check_scheduler", "check_tokenizer"]
