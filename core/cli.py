@@ -1,5 +1,5 @@
-"""The ``hookformer`` command line: ``train``, ``finetune``, ``data``, ``evaluate``, ``generate``, ``plugins list``,
-``plugins show``.
+"""The ``hookformer`` command line: ``train``, ``finetune``, ``data``, ``evaluate``, ``generate``, ``import``,
+``export``, ``plugins list``, ``plugins show``.
 
 A user error (bad config, data or plugin) prints one paragraph and exits with code 2; ``--debug`` shows the
 traceback. Listing plugins imports no torch, datasets or triton.
@@ -96,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.8)
     generate.add_argument("--top-k", type=int, default=40)
     generate.add_argument("--seed", type=int, default=0)
+
+    hf_import = commands.add_parser("import", parents=[common], help="make a run directory from a local Hugging "
+                                    "Face model directory (GPT-2, Llama/Mistral; safetensors only)")
+    hf_import.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="holds config.json, model.safetensors (or "
+                           "shards and their index) and tokenizer.json")
+    hf_import.add_argument("--run-dir", type=Path, required=True, help="the new run directory to write")
+
+    export = commands.add_parser("export", parents=[common], help="write a run's checkpoint as a Hugging Face model "
+                                 "directory that transformers loads without custom code")
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="a new directory")
+    export.add_argument("--format", choices=["hf"], required=True, help="hf: config.json, model.safetensors and "
+                        "the tokenizer's files")
+    export.add_argument("--checkpoint", default="latest", help="latest (default), best, or a checkpoint directory")
 
     plugins = commands.add_parser("plugins", parents=[common], help="list and inspect registered parts")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", required=True)
@@ -381,6 +395,24 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _checkpoint_path(run_dir: Path, choice: str) -> Path:
+    """The checkpoint ``--checkpoint`` names: latest, best, or a checkpoint directory."""
+    from hookformer.core import checkpoint
+
+    if choice == "latest":
+        return checkpoint.latest(run_dir)
+    if choice == "best":
+        path = checkpoint.best(run_dir)
+        if path is None:
+            raise ConfigError(f"{run_dir} has no best checkpoint (only runs with train.early_stopping keep one); "
+                              f"use --checkpoint latest.")
+        return path
+    path = Path(choice)
+    if not (path / checkpoint.MANIFEST).is_file():
+        raise ConfigError(f"--checkpoint {path} is not a checkpoint directory (it has no {checkpoint.MANIFEST}).")
+    return path
+
+
 def cmd_evaluate(args) -> int:
     from hookformer.core import config as run_config
 
@@ -391,21 +423,10 @@ def cmd_evaluate(args) -> int:
 
     import json
 
-    from hookformer.core import checkpoint
     from hookformer.core.evaluate import evaluate_checkpoint
     from hookformer.core.loop import resolve_device
 
-    if args.checkpoint == "latest":
-        path = checkpoint.latest(args.run_dir)
-    elif args.checkpoint == "best":
-        path = checkpoint.best(args.run_dir)
-        if path is None:
-            raise ConfigError(f"{args.run_dir} has no best checkpoint (only runs with train.early_stopping keep one); "
-                              f"use --checkpoint latest.")
-    else:
-        path = Path(args.checkpoint)
-        if not (path / checkpoint.MANIFEST).is_file():
-            raise ConfigError(f"--checkpoint {path} is not a checkpoint directory (it has no {checkpoint.MANIFEST}).")
+    path = _checkpoint_path(args.run_dir, args.checkpoint)
     results = evaluate_checkpoint(config, args.run_dir, path, split=args.split, max_examples=args.examples,
                                   device=resolve_device(config.train.device))
     print(f"{results['checkpoint']} (step {results['step']}), {results['split']} split, "
@@ -433,6 +454,26 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from hookformer.core.interop import import_hf
+
+    path = import_hf(args.hf_dir, args.run_dir, _catalog(args))
+    print(f"imported {args.hf_dir} into {args.run_dir} (checkpoint {path.name}); fine-tune it with "
+          f"`hookformer finetune {args.run_dir} CONFIG`")
+    return 0
+
+
+def cmd_export(args) -> int:
+    config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, GENERATE_SECTIONS)
+
+    from hookformer.core.interop import export_hf
+
+    for note in export_hf(config, args.run_dir, _checkpoint_path(args.run_dir, args.checkpoint), args.out_dir):
+        print(note)
+    print(f"wrote {args.out_dir}")
+    return 0
+
+
 def _which_rank() -> str:
     """Under torchrun, an error names the rank that reports it."""
     size = os.environ.get("WORLD_SIZE", "1")
@@ -443,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"train": cmd_train, "finetune": cmd_finetune, "data": cmd_data, "evaluate": cmd_evaluate,
-               "generate": cmd_generate}.get(args.command) or {
+               "generate": cmd_generate, "import": cmd_import, "export": cmd_export}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:
         return handler(args)

@@ -12,4 +12,10 @@ def hookformer_parts():
         PartSpec("model", "transformer", "pre-norm Transformer on the attention stage; causal (GPT-style decoder) "
                  "by default, bidirectional with causal: false", factory=f"{_HERE}.transformer:build",
                  options=f"{_HERE}.transformer:TransformerOptions"),
+        # Hugging Face families (hookformer import/export) map onto this model part, so they register with it.
+        PartSpec("family", "gpt2", "Hugging Face GPT2LMHeadModel <-> transformer with its default options",
+                 factory="hookformer.plugins.families.gpt2:build"),
+        PartSpec("family", "llama", "Hugging Face LlamaForCausalLM / MistralForCausalLM (no sliding window) <-> "
+                 "transformer with rope, rmsnorm, swiglu, grouped-query attention, no biases",
+                 factory="hookformer.plugins.families.llama:build"),
     ]

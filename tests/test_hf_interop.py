@@ -1,0 +1,270 @@
+"""Hugging Face models in and out (hookformer import / export, the hf_tokenizer part), checked against transformers
+and tokenizers themselves on tiny random models built here from configs (nothing is downloaded)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from hookformer.core.cli import main  # noqa: E402
+from hookformer.core.config import read_yaml, validate  # noqa: E402
+from hookformer.core.generate import load_trained  # noqa: E402
+from hookformer.registry.catalog import Catalog  # noqa: E402
+
+MIXED_TEXT = "Hello world, the model reads text.\n中文的句子也在这里。\ndef f(x):\n    return x ** 2  # 😀🚀\n"
+CORPUS = [MIXED_TEXT, "The quick brown fox jumps over the lazy dog.", "你好世界，今天天气很好。",
+          "for i in range(10):\n    print(i, i * i)", "emoji 🎉🎉 party 🐍 python"] * 20
+IDS = torch.tensor([[5, 17, 42, 99, 3, 150, 7, 8, 250, 11, 12, 64], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+
+
+def byte_level_bpe(vocab_size: int = 300) -> "tokenizers.Tokenizer":
+    """A GPT-2 style byte-level BPE trained on the small mixed-script corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def wordpiece() -> "tokenizers.Tokenizer":
+    """A BERT style WordPiece trained on the same corpus."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(
+        vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    return tok
+
+
+def save_hf(model, tok, folder: Path) -> Path:
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def tiny_gpt2(folder: Path, tok) -> "transformers.GPT2LMHeadModel":
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+                                     eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    save_hf(model, tok, folder)
+    return model
+
+
+def tiny_llama(folder: Path, tok, **overrides) -> "transformers.LlamaForCausalLM":
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=48,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=32, rope_theta=500.0, bos_token_id=0,
+                                      eos_token_id=0, **overrides)
+    model = transformers.LlamaForCausalLM(config).eval()
+    save_hf(model, tok, folder)
+    return model
+
+
+def imported(tmp_path: Path, hf_dir: Path) -> tuple[Path, torch.nn.Module]:
+    run_dir = tmp_path / "run"
+    assert main(["import", str(hf_dir), "--run-dir", str(run_dir)]) == 0
+    config = validate(read_yaml(run_dir / "config.yaml"), Catalog.load())
+    return run_dir, load_trained(run_dir, config)[1]
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return byte_level_bpe()
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def one_step_losses(model, ids: torch.Tensor, loss_of) -> list[float]:
+    """The loss, then the loss after one SGD step on it."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for _ in range(2):
+        loss = loss_of(model, ids)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return losses
+
+
+def hf_loss(model, ids):
+    return model(ids, labels=ids).loss
+
+
+def our_loss(model, ids):
+    logits = model(ids)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_an_imported_decoder_gives_transformers_logits_and_trains_the_same(tmp_path, bpe, family):
+    hf = (tiny_gpt2 if family == "gpt2" else tiny_llama)(tmp_path / "hf", bpe)
+    run_dir, ours = imported(tmp_path, tmp_path / "hf")
+    with torch.no_grad():
+        theirs = hf(IDS, output_hidden_states=True)
+        assert max_diff(ours(IDS), theirs.logits) < 1e-4
+        assert max_diff(ours.hidden_states(IDS), theirs.hidden_states[-1]) < 1e-4
+    ours.train(), hf.train()
+    assert one_step_losses(ours, IDS, our_loss) == pytest.approx(one_step_losses(hf, IDS, hf_loss), abs=1e-4)
+
+
+def test_an_imported_run_reuses_the_hf_tokenizer_and_generates(tmp_path, bpe, capsys):
+    tiny_gpt2(tmp_path / "hf", bpe)
+    run_dir, _ = imported(tmp_path, tmp_path / "hf")
+    assert (run_dir / "tokenizer" / "tokenizer.json").read_bytes() == (tmp_path / "hf" / "tokenizer.json").read_bytes()
+    capsys.readouterr()
+    assert main(["generate", str(run_dir), "--prompt", "Hello", "--tokens", "5", "--greedy"]) == 0
+    assert capsys.readouterr().out.startswith("Hello")
+
+
+def hookformer_trained(tmp_path: Path, tok, model: dict) -> Path:
+    """A tiny decoder trained by hookformer for a few steps on a text file, with the BPE tokenizer."""
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "corpus.txt").write_text("\n\n".join(CORPUS), encoding="utf-8")
+    config = {
+        "data": {"name": "text", "paths": [str(tmp_path / "corpus.txt")], "block_size": 16,
+                 "val_fraction": 0.2},
+        "tokenizer": {"name": "hf_tokenizer", "path": str(tmp_path / "tokenizer.json")},
+        "model": {"name": "transformer", "n_layer": 2, "n_head": 4, "d_model": 32, **model},
+        "optimizer": {"name": "adamw", "lr": 1e-2},
+        "hooks": [],
+        "train": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "eval_batches": 1, "progress": False,
+                  "sample_tokens": 0, "device": "cpu"},
+    }
+    (tmp_path / "run.yaml").write_text(json.dumps(config), encoding="utf-8")
+    run_dir = tmp_path / "trained"
+    assert main(["train", str(tmp_path / "run.yaml"), "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("model", [{}, {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False,
+                                        "n_kv_head": 2, "tie_embeddings": False}], ids=["gpt2", "llama"])
+def test_a_hookformer_trained_decoder_exports_to_a_model_transformers_loads_with_equal_logits(tmp_path, bpe, model):
+    run_dir = hookformer_trained(tmp_path, bpe, model)
+    out = tmp_path / "exported"
+    assert main(["export", str(run_dir), "--format", "hf", str(out)]) == 0
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    config = validate(read_yaml(run_dir / "config.yaml"), Catalog.load())
+    ours = load_trained(run_dir, config)[1]
+    with torch.no_grad():
+        assert max_diff(ours(IDS), theirs(IDS).logits) < 1e-4
+    fast = transformers.AutoTokenizer.from_pretrained(out)
+    assert fast(MIXED_TEXT, add_special_tokens=False)["input_ids"] == bpe.encode(MIXED_TEXT).ids
+
+
+def test_an_imported_then_exported_llama_round_trips_its_weights(tmp_path, bpe):
+    hf = tiny_llama(tmp_path / "hf", bpe)
+    run_dir, _ = imported(tmp_path, tmp_path / "hf")
+    assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "out")]) == 0
+    back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out")
+    for name, tensor in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("make", [byte_level_bpe, wordpiece], ids=["byte_level_bpe", "wordpiece"])
+def test_the_hf_tokenizer_gives_the_tokenizers_library_ids_on_mixed_script_text(tmp_path, make):
+    from hookformer.core.parts import BuildContext
+    from hookformer.plugins.tokenizers.hf import HFTokenizerOptions, build
+
+    tok = make()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = build(HFTokenizerOptions(path=str(tmp_path / "tokenizer.json")), BuildContext(run_dir=tmp_path / "run"))
+    expected = tok.encode(MIXED_TEXT, add_special_tokens=False).ids
+    assert ours.encode(MIXED_TEXT) == expected and ours.encode_batch([MIXED_TEXT]) == [expected]
+    assert ours.decode(expected) == tok.decode(expected)
+    vocab = tok.get_vocab()
+    if make is wordpiece:
+        assert (ours.special.cls, ours.special.sep, ours.special.mask, ours.special.pad) == (
+            vocab["[CLS]"], vocab["[SEP]"], vocab["[MASK]"], vocab["[PAD]"])
+    else:
+        assert ours.special.bos == ours.special.eos == vocab["<|endoftext|>"]
+    reloaded = build(HFTokenizerOptions(), BuildContext(run_dir=tmp_path / "run"))  # the run's own copy
+    assert reloaded.fingerprint() == ours.fingerprint() and reloaded.encode(MIXED_TEXT) == expected
+
+
+def _truncate(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _shard_missing(folder: Path) -> None:
+    weights = (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    names = json.loads(weights.read_bytes()[8:8 + int.from_bytes(weights.read_bytes()[:8], "little")])
+    weight_map = {name: f"model-0000{1 + n % 2}-of-00002.safetensors"
+                  for n, name in enumerate(k for k in names if k != "__metadata__")}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def _config_edit(**fields):
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **fields}))
+    return edit
+
+
+def _pickle_only(folder: Path) -> None:
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+
+
+def _bigger_tokenizer(folder: Path) -> None:
+    byte_level_bpe(400).save(str(folder / "tokenizer.json"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: (folder / "config.json").unlink(), "not a Hugging Face model directory"),
+    (_truncate, "truncated"),
+    (_shard_missing, "is missing"),
+    (_config_edit(n_embd=64, n_head=4), "disagree with its config.json"),
+    (_pickle_only, "pickle files are never read"),
+    (_bigger_tokenizer, "the tokenizer has"),
+    (_config_edit(model_type="t5"), "has no hookformer family"),
+    (_config_edit(activation_function="relu"), "activation_function"),
+], ids=["not_a_model", "truncated", "missing_shard", "shape_vs_config", "bin_only", "tokenizer_vocab", "unknown_type",
+        "unsupported_option"])
+def test_a_bad_hf_directory_is_refused_with_exit_code_2_and_leaves_nothing(tmp_path, bpe, capsys, damage, message):
+    tiny_gpt2(tmp_path / "hf", bpe)
+    damage(tmp_path / "hf")
+    assert main(["import", str(tmp_path / "hf"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_a_llama_with_rope_scaling_is_refused_naming_it(tmp_path, bpe, capsys):
+    tiny_llama(tmp_path / "hf", bpe, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    assert main(["import", str(tmp_path / "hf"), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "rope" in err and "'linear'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_refuses_an_existing_target_and_a_model_no_family_expresses(tmp_path, bpe, capsys):
+    tiny_gpt2(tmp_path / "hf", bpe)
+    run_dir, _ = imported(tmp_path, tmp_path / "hf")
+    (tmp_path / "taken").mkdir()
+    assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "out")]) == 0
+    config = read_yaml(run_dir / "config.yaml")
+    config["model"]["qk_norm"] = True
+    (run_dir / "config.yaml").write_text(json.dumps(config))
+    shutil.rmtree(tmp_path / "out")
+    assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no Hugging Face family expresses this model" in err and "qk_norm" in err
+    assert not (tmp_path / "out").exists()
