@@ -91,12 +91,17 @@ def _split_qkv_rope(t: torch.Tensor, g: Geometry) -> list[torch.Tensor]:
     return [_pairs_halves(q, g.n_head), _pairs_halves(k, g.kv_heads), v]
 
 
-#: name -> (Hugging Face tensors -> ours, ours -> Hugging Face tensors).
+#: name -> (Hugging Face tensors -> ours, ours -> Hugging Face tensors). An inverse may give fewer tensors than the
+#: rule names: the rest are another rule's (``with_type0``).
 TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
     "copy": (lambda ts, g: ts[0], lambda t, g: [t]),
     "transpose": (lambda ts, g: ts[0].t(), lambda t, g: [t.t()]),  # GPT-2's Conv1D stores (in, out)
     "fuse_qkv": (lambda ts, g: torch.cat(ts), _split_qkv),
     "fuse_qkv_rope": (_fuse_qkv_rope, _split_qkv_rope),
+    # BERT adds segment 0's embedding when no token_type_ids are given, the transformer adds none: segment 0's row
+    # moves into every position's (the sum is unchanged), so both agree with and without them.
+    "with_type0": (lambda ts, g: ts[0] + ts[1][0], lambda t, g: [t]),
+    "minus_type0": (lambda ts, g: ts[0] - ts[0][0], lambda t, g: [t]),
 }
 
 
@@ -139,15 +144,17 @@ def family_of(catalog, config: dict, hf_dir: Path) -> Family:
     """The registered family that reads this config.json, by its model_type and architectures."""
     model_type = config.get("model_type")
     known = families(catalog)
-    family = next((f for f in known if model_type in f.model_types), None)
-    if family is None:
-        types = ", ".join(t for f in known for t in f.model_types)
+    candidates = [f for f in known if model_type in f.model_types]
+    if not candidates:
+        types = ", ".join(sorted({t for f in known for t in f.model_types}))
         raise ConfigError(f"{hf_dir / CONFIG}: model_type {model_type!r} has no hookformer family (supported: "
                           f"{types}); a plugin adds one by registering a part of stage family.")
-    other = [a for a in config.get("architectures") or () if a not in family.architectures]
-    if other:
-        raise ConfigError(f"{hf_dir / CONFIG}: architecture {', '.join(other)} is not read by family {family.name} "
-                          f"(it reads {', '.join(family.architectures)}).")
+    architectures = set(config.get("architectures") or ())
+    family = next((f for f in candidates if architectures <= set(f.architectures)), None)
+    if family is None:
+        readable = ", ".join(a for f in candidates for a in f.architectures)
+        raise ConfigError(f"{hf_dir / CONFIG}: architecture {', '.join(sorted(architectures))} is not read by any "
+                          f"family of model_type {model_type!r} (they read {readable}).")
     return family
 
 

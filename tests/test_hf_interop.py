@@ -74,6 +74,20 @@ def tiny_llama(folder: Path, tok, **overrides) -> "transformers.LlamaForCausalLM
     return model
 
 
+def tiny_bert(folder: Path, tok, masked_lm: bool) -> "transformers.BertModel":
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=48, max_position_embeddings=32,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
+    model = (transformers.BertForMaskedLM if masked_lm else transformers.BertModel)(config).eval()
+    with torch.no_grad():  # random segment 0 rows and norms, so that folding and post-norm are really tested
+        for name, param in model.named_parameters():
+            if "LayerNorm" in name or "token_type" in name or name.endswith("predictions.bias"):
+                param.normal_(0.5 if name.endswith("LayerNorm.weight") else 0.0, 0.2)
+    save_hf(model, tok, folder)
+    return model
+
+
 def imported(tmp_path: Path, hf_dir: Path) -> tuple[Path, torch.nn.Module]:
     run_dir = tmp_path / "run"
     assert main(["import", str(hf_dir), "--run-dir", str(run_dir)]) == 0
@@ -133,7 +147,38 @@ def test_an_imported_run_reuses_the_hf_tokenizer_and_generates(tmp_path, bpe, ca
     assert capsys.readouterr().out.startswith("Hello")
 
 
-def hookformer_trained(tmp_path: Path, tok, model: dict) -> Path:
+SEGMENTS = torch.tensor([[0] * 6 + [1] * 6, [0] * 12])
+MASK = torch.tensor([[1] * 12, [1] * 8 + [0] * 4])
+
+
+def test_an_imported_bert_gives_transformers_hidden_states_pooled_output_and_mlm_logits(tmp_path):
+    tok = wordpiece()
+    encoder = tiny_bert(tmp_path / "encoder", tok, masked_lm=False)
+    masked_lm = tiny_bert(tmp_path / "mlm", tok, masked_lm=True)
+    ids = IDS % tok.get_vocab_size()
+    for name, hf in (("encoder", encoder), ("mlm", masked_lm)):
+        run_dir = tmp_path / f"run-{name}"
+        assert main(["import", str(tmp_path / name), "--run-dir", str(run_dir)]) == 0
+        config = validate(read_yaml(run_dir / "config.yaml"), Catalog.load())
+        from hookformer.core import checkpoint
+        from hookformer.core.assemble import Assembly
+
+        path = checkpoint.latest(run_dir)
+        ours = Assembly(config, run_dir, checkpoint=path).model().eval()
+        checkpoint.load_pretrained(path, ours)
+        for segments in (None, SEGMENTS):
+            with torch.no_grad():
+                theirs = hf(ids, attention_mask=MASK, token_type_ids=segments, output_hidden_states=True)
+                out = ours(ids, MASK, token_type_ids=segments, heads=["hidden", "lm", *(["pooled"] if name == "encoder" else [])])
+            real = MASK.bool()
+            assert max_diff(out["hidden"][real], theirs.hidden_states[-1][real]) < 1e-4
+            if name == "encoder":
+                assert max_diff(out["pooled"], theirs.pooler_output) < 1e-4
+            else:
+                assert max_diff(out["lm"][real], theirs.logits[real]) < 1e-4
+
+
+def hookformer_trained(tmp_path: Path, tok, model: dict, objective: str = "clm") -> Path:
     """A tiny decoder trained by hookformer for a few steps on a text file, with the BPE tokenizer."""
     tok.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "corpus.txt").write_text("\n\n".join(CORPUS), encoding="utf-8")
@@ -142,6 +187,7 @@ def hookformer_trained(tmp_path: Path, tok, model: dict) -> Path:
                  "val_fraction": 0.2},
         "tokenizer": {"name": "hf_tokenizer", "path": str(tmp_path / "tokenizer.json")},
         "model": {"name": "transformer", "n_layer": 2, "n_head": 4, "d_model": 32, **model},
+        "objective": {"name": objective},
         "optimizer": {"name": "adamw", "lr": 1e-2},
         "hooks": [],
         "train": {"max_steps": 3, "batch_size": 4, "eval_every": 3, "eval_batches": 1, "progress": False,
@@ -166,6 +212,24 @@ def test_a_hookformer_trained_decoder_exports_to_a_model_transformers_loads_with
         assert max_diff(ours(IDS), theirs(IDS).logits) < 1e-4
     fast = transformers.AutoTokenizer.from_pretrained(out)
     assert fast(MIXED_TEXT, add_special_tokens=False)["input_ids"] == bpe.encode(MIXED_TEXT).ids
+
+
+def test_a_hookformer_trained_bert_exports_to_a_masked_lm_transformers_loads_with_equal_logits(tmp_path):
+    tok = wordpiece()
+    bert = {"causal": False, "mlp": "gelu_exact", "norm_position": "post", "embedding_norm": True,
+            "type_vocab_size": 2, "lm_head_transform": True}
+    run_dir = hookformer_trained(tmp_path, tok, bert, objective="mlm")
+    assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "out")]) == 0
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "out").eval()
+    config = validate(read_yaml(run_dir / "config.yaml"), Catalog.load())
+    from hookformer.core import checkpoint
+    from hookformer.core.assemble import Assembly
+
+    ours = Assembly(config, run_dir, checkpoint=checkpoint.latest(run_dir)).model().eval()
+    checkpoint.load_pretrained(checkpoint.latest(run_dir), ours)
+    ids = IDS % tok.get_vocab_size()
+    with torch.no_grad():
+        assert max_diff(ours(ids, token_type_ids=SEGMENTS), theirs(ids, token_type_ids=SEGMENTS).logits) < 1e-4
 
 
 def test_an_imported_then_exported_llama_round_trips_its_weights(tmp_path, bpe):

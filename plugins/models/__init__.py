@@ -18,4 +18,9 @@ def hookformer_parts():
         PartSpec("family", "llama", "Hugging Face LlamaForCausalLM / MistralForCausalLM (no sliding window) <-> "
                  "transformer with rope, rmsnorm, swiglu, grouped-query attention, no biases",
                  factory="hookformer.plugins.families.llama:build"),
+        PartSpec("family", "bert", "Hugging Face BertForMaskedLM <-> transformer with post-norm blocks, an embedding "
+                 "norm, exact GELU, segment embeddings and the masked-LM head transform",
+                 factory="hookformer.plugins.families.bert:build_masked_lm"),
+        PartSpec("family", "bert_model", "Hugging Face BertModel <-> transformer as for bert, with the pooler "
+                 "instead of the masked-LM head", factory="hookformer.plugins.families.bert:build_model"),
     ]
