@@ -280,7 +280,10 @@ def import_hf(hf_dir: Path, run_dir: Path, catalog) -> Path:
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     hf_config = read_config(hf_dir)
     family = family_of(catalog, hf_config, hf_dir)
-    model_options = family.options(hf_config)
+    try:
+        model_options = family.options(hf_config)
+    except KeyError as exc:
+        raise ConfigError(f"{hf_dir / CONFIG} lacks the field {exc} that family {family.name} needs.") from None
     config = validate(_import_config(hf_dir, model_options), catalog)
     tmp = _fresh_target(run_dir, "--run-dir")
     try:

@@ -232,6 +232,70 @@ def test_a_hookformer_trained_bert_exports_to_a_masked_lm_transformers_loads_wit
         assert max_diff(ours(ids, token_type_ids=SEGMENTS), theirs(ids, token_type_ids=SEGMENTS).logits) < 1e-4
 
 
+def finetune(tmp_path: Path, pretrained: Path, data: dict, objective: str) -> Path:
+    """``hookformer finetune`` of an imported run for two steps."""
+    config = {"data": data, "objective": {"name": objective}, "optimizer": {"name": "adamw", "lr": 1e-2},
+              "hooks": [], "metrics": ["loss"],
+              "train": {"max_steps": 2, "batch_size": 4, "eval_every": 2, "eval_batches": 1, "progress": False,
+                        "sample_tokens": 0, "device": "cpu"}}
+    (tmp_path / "finetune.yaml").write_text(json.dumps(config), encoding="utf-8")
+    run_dir = tmp_path / "finetuned"
+    assert main(["finetune", str(pretrained), str(tmp_path / "finetune.yaml"), "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_an_imported_gpt2_fine_tuned_on_prompt_response_pairs_evaluates_and_exports_to_transformers(tmp_path, bpe,
+                                                                                                     capsys):
+    tiny_gpt2(tmp_path / "hf", bpe)
+    run_dir, _ = imported(tmp_path, tmp_path / "hf")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"say {w}", "response": f"{w} 😀 中文"}
+                                                    for w in ("hello", "world", "python", "code") * 4])
+    tuned = finetune(tmp_path, run_dir, {"name": "prompt_response", "paths": [str(pairs)], "block_size": 16,
+                                         "val_fraction": 0.25}, "sft")
+    (tmp_path / "corpus.txt").write_text("\n\n".join(CORPUS), encoding="utf-8")
+    assert main(["evaluate", str(run_dir), "--set", "data.name=text", "--set",
+                 f"data.paths=[{json.dumps(str(tmp_path / 'corpus.txt'))}]", "--set", "data.block_size=16"]) == 0
+    assert "loss" in capsys.readouterr().out
+    assert main(["export", str(tuned), "--format", "hf", str(tmp_path / "out")]) == 0
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ours = load_trained(tuned, validate(read_yaml(tuned / "config.yaml"), Catalog.load()))[1]
+    with torch.no_grad():
+        assert max_diff(ours(IDS), theirs(IDS).logits) < 1e-4
+
+
+def test_an_imported_bert_fine_tunes_a_classifier_on_labeled_data_with_its_wordpiece_ids(tmp_path):
+    tok = wordpiece()
+    tiny_bert(tmp_path / "hf", tok, masked_lm=False)
+    run_dir = tmp_path / "run"
+    assert main(["import", str(tmp_path / "hf"), "--run-dir", str(run_dir)]) == 0
+    records = write_jsonl(tmp_path / "train.jsonl", [{"text": text, "label": str(n % 2)}
+                                                      for n, text in enumerate(CORPUS)])
+    tuned = finetune(tmp_path, run_dir, {"name": "labeled", "train_files": [str(records)], "max_length": 24},
+                     "classification")
+    assert (tuned / "tokenizer" / "tokenizer.json").read_bytes() == (tmp_path / "hf" / "tokenizer.json").read_bytes()
+
+
+def test_a_sharded_llama_and_a_mistral_without_window_import_with_equal_logits(tmp_path, bpe):
+    hf = tiny_llama(tmp_path / "llama", bpe)
+    hf.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="20KB")
+    shutil.copy(tmp_path / "llama" / "tokenizer.json", tmp_path / "sharded")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    torch.manual_seed(0)
+    mistral = transformers.MistralForCausalLM(transformers.MistralConfig(
+        vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=32, sliding_window=None)).eval()
+    save_hf(mistral, bpe, tmp_path / "mistral")
+    for name, theirs in (("sharded", hf), ("mistral", mistral)):
+        _, ours = imported(tmp_path / name, tmp_path / name)
+        with torch.no_grad():
+            assert max_diff(ours(IDS), theirs(IDS).logits) < 1e-4
+
+
 def test_an_imported_then_exported_llama_round_trips_its_weights(tmp_path, bpe):
     hf = tiny_llama(tmp_path / "hf", bpe)
     run_dir, _ = imported(tmp_path, tmp_path / "hf")
@@ -299,8 +363,10 @@ def _bigger_tokenizer(folder: Path) -> None:
     (_bigger_tokenizer, "the tokenizer has"),
     (_config_edit(model_type="t5"), "has no hookformer family"),
     (_config_edit(activation_function="relu"), "activation_function"),
+    (_config_edit(model_type="mistral", architectures=["MistralForCausalLM"]), "lacks the field 'hidden_size'"),
+    (_config_edit(architectures=["GPT2ForSequenceClassification"]), "is not read by any family"),
 ], ids=["not_a_model", "truncated", "missing_shard", "shape_vs_config", "bin_only", "tokenizer_vocab", "unknown_type",
-        "unsupported_option"])
+        "unsupported_option", "fields_of_another_family", "unread_architecture"])
 def test_a_bad_hf_directory_is_refused_with_exit_code_2_and_leaves_nothing(tmp_path, bpe, capsys, damage, message):
     tiny_gpt2(tmp_path / "hf", bpe)
     damage(tmp_path / "hf")
