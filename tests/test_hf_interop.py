@@ -268,6 +268,19 @@ def test_an_imported_gpt2_fine_tuned_on_prompt_response_pairs_evaluates_and_expo
         assert max_diff(ours(IDS), theirs(IDS).logits) < 1e-4
 
 
+def test_an_imported_run_resumes_training_from_its_weights_with_a_fresh_optimizer(tmp_path, bpe):
+    tiny_gpt2(tmp_path / "hf", bpe)
+    run_dir, _ = imported(tmp_path, tmp_path / "hf")
+    (tmp_path / "corpus.txt").write_text("\n\n".join(CORPUS), encoding="utf-8")
+    assert main(["train", "--resume", str(run_dir), "--set", "data.name=text", "--set",
+                 f"data.paths=[{json.dumps(str(tmp_path / 'corpus.txt'))}]", "--set", "data.block_size=16",
+                 "--set", "train.max_steps=2", "--set", "train.batch_size=2", "--set", "train.sample_tokens=0",
+                 "--set", "hooks=[]", "--set", "train.progress=false", "--set", "train.device=cpu"]) == 0
+    from hookformer.core import checkpoint
+
+    assert checkpoint.latest(run_dir).name == "step_000002"
+
+
 def test_an_imported_bert_fine_tunes_a_classifier_on_labeled_data_with_its_wordpiece_ids(tmp_path):
     tok = wordpiece()
     tiny_bert(tmp_path / "hf", tok, masked_lm=False)
