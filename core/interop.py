@@ -173,6 +173,7 @@ class _Tensors:
     """The safetensors of a Hugging Face directory, by name, read one tensor at a time (never a pickle .bin)."""
 
     def __init__(self, hf_dir: Path, stack: ExitStack):
+        self.hf_dir = hf_dir
         index = hf_dir / INDEX
         if index.is_file():
             try:
@@ -199,9 +200,9 @@ class _Tensors:
                 raise CheckpointError(f"{path} is not a readable safetensors file (truncated?): {exc}.") from None
             self.handles.update((key, handle) for key in handle.keys())
 
-    def get(self, name: str, hf_dir: Path) -> torch.Tensor:
+    def get(self, name: str) -> torch.Tensor:
         if name not in self.handles:
-            raise CheckpointError(f"{hf_dir} lacks the tensor {name}: a shard is missing or the weights are not "
+            raise CheckpointError(f"{self.hf_dir} lacks the tensor {name}: a shard is missing or the weights are not "
                                   f"those of its config.json.")
         return self.handles[name].get_tensor(name)
 
@@ -216,7 +217,7 @@ def load_hf_weights(model: torch.nn.Module, family: Family, hf_dir: Path, option
     with ExitStack() as stack:
         tensors = _Tensors(hf_dir, stack)
         for hf_names, ours, transform in mapped_names(family, options):
-            source = [tensors.get(name, hf_dir) for name in hf_names]
+            source = [tensors.get(name) for name in hf_names]
             try:
                 tensor = TRANSFORMS[transform][0](source, geometry)
             except RuntimeError:
@@ -339,11 +340,10 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
     tokenizer = assembly.tokenizer()
     model = assembly.model()
     family, hf_config = hf_family_config(config.catalog, options, model.vocab_size, model.max_seq_len)
-    checkpoint.load_pretrained(checkpoint_path, model)
+    _, unused = checkpoint.load_pretrained(checkpoint_path, model)
     special = tokenizer.special
     hf_config.update(architectures=[family.architectures[0]], model_type=family.model_types[0],
-                     bos_token_id=special.bos, eos_token_id=special.eos, pad_token_id=special.pad,
-                     torch_dtype="float32")
+                     bos_token_id=special.bos, eos_token_id=special.eos, pad_token_id=special.pad)
     own = model.state_dict()
     geometry = Geometry(options.n_head, options.kv_heads, options.head_dim)
     tensors = {}
@@ -351,7 +351,8 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
         # Cloned: a split fused tensor's views share memory, which safetensors refuses.
         tensors.update(zip(hf_names, (t.clone(memory_format=torch.contiguous_format) for t in TRANSFORMS[transform][1](own[ours], geometry))))
     tmp = _fresh_target(out_dir, "the export target")
-    notes = []
+    notes = [f"task heads of the checkpoint not exported (family {family.name} has no place for them): "
+             f"{', '.join(unused)}"] if unused else []
     try:
         tmp.mkdir(parents=True)
         (tmp / CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")

@@ -281,7 +281,7 @@ def test_an_imported_run_resumes_training_from_its_weights_with_a_fresh_optimize
     assert checkpoint.latest(run_dir).name == "step_000002"
 
 
-def test_an_imported_bert_fine_tunes_a_classifier_on_labeled_data_with_its_wordpiece_ids(tmp_path):
+def test_an_imported_bert_fine_tunes_on_labeled_data_and_sentence_pairs_with_its_wordpiece_ids(tmp_path):
     tok = wordpiece()
     tiny_bert(tmp_path / "hf", tok, masked_lm=False)
     run_dir = tmp_path / "run"
@@ -291,6 +291,11 @@ def test_an_imported_bert_fine_tunes_a_classifier_on_labeled_data_with_its_wordp
     tuned = finetune(tmp_path, run_dir, {"name": "labeled", "train_files": [str(records)], "max_length": 24},
                      "classification")
     assert (tuned / "tokenizer" / "tokenizer.json").read_bytes() == (tmp_path / "hf" / "tokenizer.json").read_bytes()
+    sentences = "\n\n".join(f"Doc {n} says hello. It has two sentences. Then a third one follows." for n in range(40))
+    (tmp_path / "docs.txt").write_text(sentences, encoding="utf-8")
+    shutil.rmtree(tmp_path / "finetuned")
+    finetune(tmp_path, run_dir, {"name": "sentences", "block_size": 24, "task": "sop",
+                                 "source": {"name": "text", "paths": [str(tmp_path / "docs.txt")]}}, "sop")
 
 
 def test_a_sharded_llama_and_a_mistral_without_window_import_with_equal_logits(tmp_path, bpe):
