@@ -401,9 +401,11 @@ def test_a_llama_with_rope_scaling_is_refused_naming_it(tmp_path, bpe, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_export_refuses_an_existing_target_and_a_model_no_family_expresses(tmp_path, bpe, capsys):
+def test_import_and_export_refuse_an_existing_target_and_export_a_model_no_family_expresses(tmp_path, bpe, capsys):
     tiny_gpt2(tmp_path / "hf", bpe)
     run_dir, _ = imported(tmp_path, tmp_path / "hf")
+    assert main(["import", str(tmp_path / "hf"), "--run-dir", str(run_dir)]) == 2  # the run exists
+    assert "already exists" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
     assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err
