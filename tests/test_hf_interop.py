@@ -230,6 +230,8 @@ def test_a_hookformer_trained_decoder_exports_to_a_model_transformers_loads_with
         assert max_diff(ours(IDS), theirs(IDS).logits) < 1e-4
     fast = transformers.AutoTokenizer.from_pretrained(out)
     assert fast(MIXED_TEXT, add_special_tokens=False)["input_ids"] == bpe.encode(MIXED_TEXT).ids
+    generated = transformers.pipeline("text-generation", model=str(out))("Hello", max_new_tokens=3, do_sample=False)
+    assert generated[0]["generated_text"].startswith("Hello")
 
 
 def test_a_hookformer_trained_bert_exports_to_a_masked_lm_transformers_loads_with_equal_logits(tmp_path):
@@ -411,11 +413,18 @@ def test_a_bad_hf_directory_is_refused_with_exit_code_2_and_leaves_nothing(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
-def test_a_llama_with_rope_scaling_is_refused_naming_it(tmp_path, bpe, capsys):
-    tiny_llama(tmp_path / "hf", bpe, rope_scaling={"rope_type": "linear", "factor": 2.0})
+@pytest.mark.parametrize("overrides, edit, message", [
+    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, {}, "of type 'linear'"),
+    ({}, {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "sliding_window": 16}, "sliding_window"),
+    ({}, {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, "biases on its q/k/v"),
+    ({"attention_bias": True}, {}, "attention_bias"),
+], ids=["rope_scaling", "sliding_window", "qwen2", "attention_bias"])
+def test_a_llama_style_setting_the_transformer_lacks_is_refused_naming_it(tmp_path, bpe, capsys, overrides, edit,
+                                                                          message):
+    tiny_llama(tmp_path / "hf", bpe, **overrides)
+    _config_edit(**edit)(tmp_path / "hf")
     assert main(["import", str(tmp_path / "hf"), "--run-dir", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert "rope" in err and "'linear'" in err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
