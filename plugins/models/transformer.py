@@ -1,7 +1,8 @@
 """A pre-norm Transformer built on the attention stage. One Block serves the decoder (``causal: true``, GPT-style)
 and the encoder (``causal: false``, BERT-style): a switch, not a second copy. The modern decoder pieces (RoPE,
 RMSNorm, SwiGLU or ReLU^2 MLP, grouped-query attention, QK-norm, logit soft-capping) are options of the same Block;
-the defaults give the GPT-2 model, parameter names included."""
+the defaults give the GPT-2 model, parameter names included. BERT's pieces (post-norm blocks, an embedding norm,
+exact GELU, the masked-LM head transform) are options too."""
 
 from __future__ import annotations
 
@@ -62,8 +63,9 @@ class TransformerOptions(PartOptions):
         "pre", description="pre: x + f(norm(x)) in each block and a final norm (GPT-2, Llama); post: norm(x + f(x)) "
         "in each block and no final norm (BERT)")
     embedding_norm: bool = Field(False, description="a norm on the summed embeddings, before the blocks (BERT)")
-    lm_head_transform: bool = Field(False, description="BERT's masked-LM prediction head: dense, the MLP's GELU "
-                                    "and a norm before the output projection, which then has a bias")
+    lm_head_transform: bool = Field(False, description="BERT's masked-LM prediction head: dense, GELU (exact with "
+                                    "mlp gelu_exact, else tanh) and a norm before the output projection, which then "
+                                    "has a bias")
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
@@ -86,8 +88,9 @@ class TransformerOptions(PartOptions):
         return self.n_kv_head or self.n_head
 
 
-def gelu(opts: TransformerOptions, x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x, approximate="none" if opts.mlp == "gelu_exact" else "tanh")
+def gelu(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """GELU as the ``mlp`` option names it: exact (erf) for gelu_exact, else the tanh approximation."""
+    return F.gelu(x, approximate="none" if kind == "gelu_exact" else "tanh")
 
 
 def make_norm(opts: TransformerOptions, width: int) -> nn.Module:
@@ -187,7 +190,7 @@ class MLP(nn.Module):
 
     def __init__(self, opts: TransformerOptions):
         super().__init__()
-        self.opts = opts
+        self.kind = opts.mlp
         hidden = opts.d_ff or (swiglu_width(opts.d_model) if opts.mlp == "swiglu" else 4 * opts.d_model)
         if opts.mlp == "swiglu":
             self.gate = nn.Linear(opts.d_model, hidden, bias=opts.bias)
@@ -195,11 +198,11 @@ class MLP(nn.Module):
         self.proj = nn.Linear(hidden, opts.d_model, bias=opts.bias)
 
     def forward(self, x):
-        if self.opts.mlp == "swiglu":
+        if self.kind == "swiglu":
             return self.proj(F.silu(self.gate(x)) * self.fc(x))
-        if self.opts.mlp == "relu2":
+        if self.kind == "relu2":
             return self.proj(F.relu(self.fc(x)).square())
-        return self.proj(gelu(self.opts, self.fc(x)))
+        return self.proj(gelu(self.fc(x), self.kind))
 
 
 class Block(nn.Module):
@@ -248,12 +251,12 @@ class LMTransform(nn.Module):
 
     def __init__(self, opts: TransformerOptions):
         super().__init__()
-        self.opts = opts
+        self.kind = opts.mlp
         self.dense = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
         self.norm = make_norm(opts, opts.d_model)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.norm(gelu(self.opts, self.dense(hidden)))
+        return self.norm(gelu(self.dense(hidden), self.kind))
 
 
 class Transformer(nn.Module):
