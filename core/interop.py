@@ -47,7 +47,8 @@ class Family:
     ``options(config_json) -> dict``: the ``transformer`` model options; a ConfigError names any config.json field
     the model cannot reproduce. ``hf_config(options, vocab_size, max_seq_len) -> dict``: config.json fields for
     export; a ConfigError says why the model is not one of this family. ``ignored``: tensor name templates that
-    hold no weights (buffers old checkpoints saved).
+    hold no weights (buffers old checkpoints saved). ``base_prefix``: the prefix of the base model's tensors, which
+    a checkpoint saved from the base model lacks (GPT-2 on the Hub has ``wte.weight``, not ``transformer.wte.weight``).
     """
 
     name: str
@@ -57,6 +58,7 @@ class Family:
     options: Callable[[dict], dict]
     hf_config: Callable[[Any, int, int], dict]
     ignored: tuple[str, ...] = ()
+    base_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,8 @@ def mapped_names(family: Family, options: Any) -> Iterator[tuple[tuple[str, ...]
 class _Tensors:
     """The safetensors of a Hugging Face directory, by name, read one tensor at a time (never a pickle .bin)."""
 
-    def __init__(self, hf_dir: Path, stack: ExitStack):
-        self.hf_dir = hf_dir
+    def __init__(self, hf_dir: Path, stack: ExitStack, base_prefix: str):
+        self.hf_dir, self.base_prefix = hf_dir, base_prefix
         index = hf_dir / INDEX
         if index.is_file():
             try:
@@ -200,11 +202,16 @@ class _Tensors:
                 raise CheckpointError(f"{path} is not a readable safetensors file (truncated?): {exc}.") from None
             self.handles.update((key, handle) for key in handle.keys())
 
-    def get(self, name: str) -> torch.Tensor:
+    def stored_name(self, name: str) -> str:
+        """``name`` as the checkpoint stores it: with or without the base model's prefix."""
+        if name not in self.handles and self.base_prefix and name.startswith(self.base_prefix):
+            bare = name.removeprefix(self.base_prefix)
+            if bare in self.handles:
+                return bare
         if name not in self.handles:
             raise CheckpointError(f"{self.hf_dir} lacks the tensor {name}: a shard is missing or the weights are not "
                                   f"those of its config.json.")
-        return self.handles[name].get_tensor(name)
+        return name
 
 
 @torch.no_grad()
@@ -215,9 +222,10 @@ def load_hf_weights(model: torch.nn.Module, family: Family, hf_dir: Path, option
     geometry = Geometry(options.n_head, options.kv_heads, options.head_dim)
     written, used = set(), set()
     with ExitStack() as stack:
-        tensors = _Tensors(hf_dir, stack)
-        for hf_names, ours, transform in mapped_names(family, options):
-            source = [tensors.get(name) for name in hf_names]
+        tensors = _Tensors(hf_dir, stack, family.base_prefix)
+        for names, ours, transform in mapped_names(family, options):
+            hf_names = [tensors.stored_name(name) for name in names]
+            source = [tensors.handles[name].get_tensor(name) for name in hf_names]
             try:
                 tensor = TRANSFORMS[transform][0](source, geometry)
             except RuntimeError:
@@ -230,7 +238,8 @@ def load_hf_weights(model: torch.nn.Module, family: Family, hf_dir: Path, option
             written.add(ours)
             used.update(hf_names)
         ignored = re.compile("|".join(re.escape(t).replace(r"\{i\}", r"\d+") for t in family.ignored) or "(?!)")
-        unused = sorted(n for n in tensors.handles if n not in used and not ignored.fullmatch(n))
+        unused = sorted(n for n in tensors.handles
+                        if n not in used and not ignored.fullmatch(n) and not ignored.fullmatch(family.base_prefix + n))
     if unused:
         raise CheckpointError(f"{hf_dir} holds tensors family {family.name} does not map: {', '.join(unused[:5])}"
                               f"{' ...' if len(unused) > 5 else ''}; importing would drop them.")

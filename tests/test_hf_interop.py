@@ -138,6 +138,19 @@ def test_an_imported_decoder_gives_transformers_logits_and_trains_the_same(tmp_p
     assert one_step_losses(ours, IDS, our_loss) == pytest.approx(one_step_losses(hf, IDS, hf_loss), abs=1e-4)
 
 
+def test_a_gpt2_saved_from_its_base_model_with_mask_buffers_imports_as_the_hub_checkpoint_does(tmp_path, bpe):
+    from safetensors.torch import load_file, save_file
+
+    hf = tiny_gpt2(tmp_path / "hf", bpe)
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    hub_layout = {name.removeprefix("transformer."): tensor for name, tensor in weights.items()}
+    hub_layout.update({f"h.{i}.attn.bias": torch.ones(1, 1, 32, 32).tril() for i in range(2)})
+    save_file(hub_layout, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    _, ours = imported(tmp_path, tmp_path / "hf")
+    with torch.no_grad():
+        assert max_diff(ours(IDS), hf(IDS).logits) < 1e-4
+
+
 def test_an_imported_run_reuses_the_hf_tokenizer_and_generates(tmp_path, bpe, capsys):
     tiny_gpt2(tmp_path / "hf", bpe)
     run_dir, _ = imported(tmp_path, tmp_path / "hf")

@@ -44,7 +44,7 @@ def hf_config(opts, vocab_size: int, max_seq_len: int) -> dict:
 
 
 FAMILY = Family("gpt2", ("gpt2",), ("GPT2LMHeadModel",), RULES, options, hf_config,
-                ignored=(_BLOCK + "attn.bias", _BLOCK + "attn.masked_bias"))
+                ignored=(_BLOCK + "attn.bias", _BLOCK + "attn.masked_bias"), base_prefix="transformer.")
 
 
 def build(options, ctx) -> Family:
