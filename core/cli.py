@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
 
     hf_import = commands.add_parser("import", parents=[common], help="make a run directory from a local Hugging "
-                                    "Face model directory (GPT-2, Llama/Mistral; safetensors only)")
+                                    "Face model directory (GPT-2, Llama/Mistral, BERT; safetensors only)")
     hf_import.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="holds config.json, model.safetensors (or "
                            "shards and their index) and tokenizer.json")
     hf_import.add_argument("--run-dir", type=Path, required=True, help="the new run directory to write")
