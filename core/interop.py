@@ -93,17 +93,12 @@ def _split_qkv_rope(t: torch.Tensor, g: Geometry) -> list[torch.Tensor]:
     return [_pairs_halves(q, g.n_head), _pairs_halves(k, g.kv_heads), v]
 
 
-#: name -> (Hugging Face tensors -> ours, ours -> Hugging Face tensors). An inverse may give fewer tensors than the
-#: rule names: the rest are another rule's (``with_type0``).
+#: name -> (Hugging Face tensors -> ours, ours -> Hugging Face tensors).
 TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
     "copy": (lambda ts, g: ts[0], lambda t, g: [t]),
     "transpose": (lambda ts, g: ts[0].t(), lambda t, g: [t.t()]),  # GPT-2's Conv1D stores (in, out)
     "fuse_qkv": (lambda ts, g: torch.cat(ts), _split_qkv),
     "fuse_qkv_rope": (_fuse_qkv_rope, _split_qkv_rope),
-    # BERT adds segment 0's embedding when no token_type_ids are given, the transformer adds none: segment 0's row
-    # moves into every position's (the sum is unchanged), so both agree with and without them.
-    "with_type0": (lambda ts, g: ts[0] + ts[1][0], lambda t, g: [t]),
-    "minus_type0": (lambda ts, g: ts[0] - ts[0][0], lambda t, g: [t]),
 }
 
 

@@ -18,9 +18,8 @@ def encoder_rules(prefix: str) -> tuple[Rule, ...]:
     embeddings, layer = f"{prefix}embeddings.", f"{prefix}encoder.layer.{{i}}."
     return (
         Rule((f"{embeddings}word_embeddings.weight",), "tok_emb.weight"),
-        Rule((f"{embeddings}position_embeddings.weight", f"{embeddings}token_type_embeddings.weight"),
-             "pos_emb.weight", "with_type0"),
-        Rule((f"{embeddings}token_type_embeddings.weight",), "type_emb.weight", "minus_type0"),
+        Rule((f"{embeddings}position_embeddings.weight",), "pos_emb.weight"),
+        Rule((f"{embeddings}token_type_embeddings.weight",), "type_emb.weight"),
         *(Rule((f"{embeddings}LayerNorm.{kind}",), f"emb_norm.{kind}") for kind in ("weight", "bias")),
         *(Rule(tuple(f"{layer}attention.self.{n}.{kind}" for n in ("query", "key", "value")),
                f"blocks.{{i}}.attn.qkv.{kind}", "fuse_qkv") for kind in ("weight", "bias")),
@@ -49,7 +48,7 @@ def options(config: dict, masked_lm: bool) -> dict:
                 d_model=config["hidden_size"], d_ff=config["intermediate_size"],
                 dropout=config.get("hidden_dropout_prob", 0.0), causal=False, mlp=_GELU[config.get("hidden_act", "gelu")],
                 norm_eps=config.get("layer_norm_eps", 1e-12), norm_position="post", embedding_norm=True,
-                type_vocab_size=config.get("type_vocab_size", 2), pooler=not masked_lm, lm_head_transform=masked_lm,
+                type_vocab_size=config.get("type_vocab_size", 2), default_token_type=0, pooler=not masked_lm, lm_head_transform=masked_lm,
                 tie_embeddings=config.get("tie_word_embeddings", True), vocab_size=config["vocab_size"],
                 max_seq_len=config["max_position_embeddings"])
 
@@ -57,7 +56,7 @@ def options(config: dict, masked_lm: bool) -> dict:
 def hf_config(opts, vocab_size: int, max_seq_len: int, masked_lm: bool) -> dict:
     expect("bert" if masked_lm else "bert_model", opts, causal=False, positions="learned", norm="layernorm",
            bias=True, qk_norm=False, logit_softcap=None, norm_position="post", embedding_norm=True,
-           pooler=not masked_lm, lm_head_transform=masked_lm, kv_heads=opts.n_head)
+           pooler=not masked_lm, lm_head_transform=masked_lm, default_token_type=0, kv_heads=opts.n_head)
     if opts.mlp not in ("gelu", "gelu_exact") or not opts.type_vocab_size:
         raise ConfigError(f"BERT needs mlp gelu or gelu_exact (has {opts.mlp!r}) and type_vocab_size > 0 (has "
                           f"{opts.type_vocab_size})")

@@ -36,7 +36,8 @@ def options(config: dict) -> dict:
 def hf_config(opts, vocab_size: int, max_seq_len: int) -> dict:
     expect("gpt2", opts, causal=True, positions="learned", norm="layernorm", mlp="gelu", bias=True, qk_norm=False,
            logit_softcap=None, type_vocab_size=0, pooler=False, kv_heads=opts.n_head,
-           norm_position="pre", embedding_norm=False, lm_head_transform=False)
+           norm_position="pre", embedding_norm=False, lm_head_transform=False,
+           default_token_type=None)
     return dict(vocab_size=vocab_size, n_positions=max_seq_len, n_embd=opts.d_model, n_layer=opts.n_layer,
                 n_head=opts.n_head, n_inner=opts.d_ff or 4 * opts.d_model, activation_function="gelu_new",
                 layer_norm_epsilon=opts.norm_eps, resid_pdrop=opts.dropout, embd_pdrop=opts.dropout,

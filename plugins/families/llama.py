@@ -61,7 +61,8 @@ def options(config: dict) -> dict:
 def hf_config(opts, vocab_size: int, max_seq_len: int) -> dict:
     expect("llama", opts, causal=True, positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qk_norm=False,
            logit_softcap=None, type_vocab_size=0, pooler=False,
-           norm_position="pre", embedding_norm=False, lm_head_transform=False)
+           norm_position="pre", embedding_norm=False, lm_head_transform=False,
+           default_token_type=None)
     return dict(vocab_size=vocab_size, max_position_embeddings=max_seq_len, hidden_size=opts.d_model,
                 intermediate_size=opts.d_ff or swiglu_width(opts.d_model), num_hidden_layers=opts.n_layer,
                 num_attention_heads=opts.n_head, num_key_value_heads=opts.kv_heads, head_dim=opts.head_dim,

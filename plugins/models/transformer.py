@@ -50,6 +50,9 @@ class TransformerOptions(PartOptions):
     tie_embeddings: bool = Field(True, description="share the input embedding with the output projection")
     type_vocab_size: int = Field(0, ge=0, description="segment (token-type) embeddings, e.g. 2 for BERT-style "
                                  "sentence pairs; 0: none (token_type_ids are then refused)")
+    default_token_type: int | None = Field(None, ge=0, description="the segment of every token when a batch has no "
+                                           "token_type_ids: null adds no segment embedding then; 0 adds segment "
+                                           "0's, as BERT does")
     pooler: bool = Field(False, description="add the head \"pooled\": tanh(dense(first token's hidden state)), the "
                          "BERT pooled output that sentence-level heads can read")
     unpad: bool = Field(True, description="when a batch has padding (an attention_mask with zeros), run the "
@@ -74,6 +77,9 @@ class TransformerOptions(PartOptions):
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}): each key/value head "
                              "serves the same number of query heads; choose a divisor, or null for n_head")
+        if self.default_token_type is not None and self.default_token_type >= self.type_vocab_size:
+            raise ValueError(f"default_token_type ({self.default_token_type}) must be a segment id below "
+                             f"type_vocab_size ({self.type_vocab_size}), or null")
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"positions: rope turns pairs of a head's dimensions, so the head dimension d_model / "
                              f"n_head ({self.head_dim}) must be even; change d_model or n_head")
@@ -334,6 +340,8 @@ class Transformer(nn.Module):
         x = self.tok_emb(input_ids)
         if token_type_ids is not None:
             x = x + self.type_emb(token_type_ids)
+        elif self.opts.default_token_type is not None:
+            x = x + self.type_emb.weight[self.opts.default_token_type]
         if self.opts.positions == "learned":
             x = x + self.pos_emb(positions)
         elif self.opts.positions == "sinusoidal":
