@@ -353,7 +353,8 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
     tensors = {}
     for hf_names, ours, transform in mapped_names(family, options):
         # Cloned: a split fused tensor's views share memory, which safetensors refuses.
-        tensors.update(zip(hf_names, (t.clone(memory_format=torch.contiguous_format) for t in TRANSFORMS[transform][1](own[ours], geometry))))
+        parts = TRANSFORMS[transform][1](own[ours], geometry)
+        tensors.update(zip(hf_names, (t.clone(memory_format=torch.contiguous_format) for t in parts)))
     tmp = _fresh_target(out_dir, "the export target")
     notes = [f"task heads of the checkpoint not exported (family {family.name} has no place for them): "
              f"{', '.join(unused)}"] if unused else []

@@ -187,7 +187,8 @@ def test_an_imported_bert_gives_transformers_outputs_trains_the_same_and_exports
         for segments in (None, SEGMENTS):
             with torch.no_grad():
                 theirs = hf(ids, attention_mask=MASK, token_type_ids=segments, output_hidden_states=True)
-                out = ours(ids, MASK, token_type_ids=segments, heads=["hidden", "lm", *(["pooled"] if name == "encoder" else [])])
+                heads = ["hidden", "lm", *(["pooled"] if name == "encoder" else [])]
+                out = ours(ids, MASK, token_type_ids=segments, heads=heads)
             real = MASK.bool()
             assert max_diff(out["hidden"][real], theirs.hidden_states[-1][real]) < 1e-4
             if name == "encoder":

@@ -46,9 +46,10 @@ def options(config: dict, masked_lm: bool) -> dict:
     require(config, "bert", "add_cross_attention", (False,), "no cross-attention")
     return dict(n_layer=config["num_hidden_layers"], n_head=config["num_attention_heads"],
                 d_model=config["hidden_size"], d_ff=config["intermediate_size"],
-                dropout=config.get("hidden_dropout_prob", 0.0), causal=False, mlp=_GELU[config.get("hidden_act", "gelu")],
-                norm_eps=config.get("layer_norm_eps", 1e-12), norm_position="post", embedding_norm=True,
-                type_vocab_size=config.get("type_vocab_size", 2), default_token_type=0, pooler=not masked_lm, lm_head_transform=masked_lm,
+                dropout=config.get("hidden_dropout_prob", 0.0), causal=False,
+                mlp=_GELU[config.get("hidden_act", "gelu")], norm_eps=config.get("layer_norm_eps", 1e-12),
+                norm_position="post", embedding_norm=True, type_vocab_size=config.get("type_vocab_size", 2),
+                default_token_type=0, pooler=not masked_lm, lm_head_transform=masked_lm,
                 tie_embeddings=config.get("tie_word_embeddings", True), vocab_size=config["vocab_size"],
                 max_seq_len=config["max_position_embeddings"])
 

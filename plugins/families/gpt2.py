@@ -9,7 +9,8 @@ _BLOCK = "transformer.h.{i}."
 RULES = (
     Rule(("transformer.wte.weight",), "tok_emb.weight"),
     Rule(("transformer.wpe.weight",), "pos_emb.weight"),
-    *(Rule((f"{_BLOCK}{hf}.{kind}",), f"blocks.{{i}}.{ours}.{kind}", "transpose" if conv and kind == "weight" else "copy")
+    *(Rule((f"{_BLOCK}{hf}.{kind}",), f"blocks.{{i}}.{ours}.{kind}",
+           "transpose" if conv and kind == "weight" else "copy")
       for hf, ours, conv in (("ln_1", "norm1", False), ("attn.c_attn", "attn.qkv", True),
                              ("attn.c_proj", "attn.proj", True), ("ln_2", "norm2", False),
                              ("mlp.c_fc", "mlp.fc", True), ("mlp.c_proj", "mlp.proj", True))
