@@ -63,7 +63,8 @@ class HFTokenizer:
         self.vocab_size: int = max(vocab.values()) + 1
         self.special = _special_tokens(vocab, settings, source)
         self._special_ids = frozenset(i for i, t in self._tok.get_added_tokens_decoder().items() if t.special)
-        self._fingerprint = "hf-" + sha256(files[JSON]).hexdigest()[:16]
+        # The special ids are in it too: the data parts insert them, so cached data depends on them.
+        self._fingerprint = "hf-" + sha256(files[JSON] + repr(self.special).encode()).hexdigest()[:16]
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
