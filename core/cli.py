@@ -1,5 +1,5 @@
-"""The ``hookformer`` command line: ``train``, ``finetune``, ``data``, ``evaluate``, ``generate``, ``plugins list``,
-``plugins show``.
+"""The ``hookformer`` command line: ``train``, ``finetune``, ``data``, ``evaluate``, ``generate``, ``import``,
+``export``, ``plugins list``, ``plugins show``.
 
 A user error (bad config, data or plugin) prints one paragraph and exits with code 2; ``--debug`` shows the
 traceback. Listing plugins imports no torch, datasets or triton.
@@ -116,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--checkpoint", default="latest", help="latest (default), best, step_N, or a checkpoint "
                           "directory")
+
+    hf_import = commands.add_parser("import", parents=[common], help="make a run directory from a local Hugging "
+                                    "Face model directory (GPT-2, Llama/Mistral, BERT; safetensors only)")
+    hf_import.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="holds config.json, model.safetensors (or "
+                           "shards and their index) and tokenizer.json")
+    hf_import.add_argument("--run-dir", type=Path, required=True, help="the new run directory to write")
+
+    export = commands.add_parser("export", parents=[common], help="write a run's checkpoint as a Hugging Face model "
+                                 "directory that transformers loads without custom code")
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="a new directory")
+    export.add_argument("--format", choices=["hf"], required=True, help="hf: config.json, model.safetensors and "
+                        "the tokenizer's files")
+    export.add_argument("--checkpoint", default="latest", help="latest (default), best, or a checkpoint directory")
 
     plugins = commands.add_parser("plugins", parents=[common], help="list and inspect registered parts")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", required=True)
@@ -460,6 +474,27 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from hookformer.core.interop import import_hf
+
+    path = import_hf(args.hf_dir, args.run_dir, _catalog(args))
+    print(f"imported {args.hf_dir} into {args.run_dir} (checkpoint {path.name}); fine-tune it with "
+          f"`hookformer finetune {args.run_dir} CONFIG`")
+    return 0
+
+
+def cmd_export(args) -> int:
+    config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, GENERATE_SECTIONS)
+
+    from hookformer.core import checkpoint
+    from hookformer.core.interop import export_hf
+
+    for note in export_hf(config, args.run_dir, checkpoint.find(args.run_dir, args.checkpoint), args.out_dir):
+        print(note)
+    print(f"wrote {args.out_dir}")
+    return 0
+
+
 def _which_rank() -> str:
     """Under torchrun, an error names the rank that reports it."""
     size = os.environ.get("WORLD_SIZE", "1")
@@ -478,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"train": cmd_train, "finetune": cmd_finetune, "data": cmd_data, "evaluate": cmd_evaluate,
-               "generate": cmd_generate, "new-plugin": cmd_new_plugin}.get(args.command) or {
+               "generate": cmd_generate, "new-plugin": cmd_new_plugin, "import": cmd_import,
+               "export": cmd_export}.get(args.command) or {
         "list": cmd_plugins_list, "show": cmd_plugins_show}[args.plugins_command]
     try:
         return handler(args)

@@ -269,6 +269,9 @@ def pretrained_run_dir(init_from: str | Path) -> Path:
         return path
     if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
         return path.parent.parent
+    if (path / "config.json").is_file():
+        raise ConfigError(f"train.init_from: {path} is a Hugging Face model directory; make a run of it first with "
+                          f"`hookformer import {path} --run-dir RUN` and start from RUN.")
     raise ConfigError(f"train.init_from: {path} is neither a run directory (it has no config.yaml) nor a checkpoint "
                       f"directory of one (RUN_DIR/checkpoints/step_N). Name the pretrained run's directory.")
 

@@ -296,6 +296,10 @@ class Run:
         }
 
     def _restore(self, path: Path, state: dict) -> None:
+        if "optimizer" not in state:  # written by `hookformer import`: weights only, so the rest starts fresh
+            self.step = state["step"]
+            self.log(f"continuing the imported weights of {path}; optimizer, schedule and data order start fresh")
+            return
         try:
             self.world.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])

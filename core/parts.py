@@ -25,6 +25,7 @@ STAGES = (
     "data",
     "cleaner",
     "hook",
+    "family",  # Hugging Face model families: how `hookformer import`/`export` map configs and weights
 )
 
 

@@ -12,4 +12,15 @@ def hookformer_parts():
         PartSpec("model", "transformer", "pre-norm Transformer on the attention stage; causal (GPT-style decoder) "
                  "by default, bidirectional with causal: false", factory=f"{_HERE}.transformer:build",
                  options=f"{_HERE}.transformer:TransformerOptions"),
+        # Hugging Face families (hookformer import/export) map onto this model part, so they register with it.
+        PartSpec("family", "gpt2", "Hugging Face GPT2LMHeadModel <-> transformer with its default options",
+                 factory="hookformer.plugins.families.gpt2:build"),
+        PartSpec("family", "llama", "Hugging Face LlamaForCausalLM / MistralForCausalLM (no sliding window) <-> "
+                 "transformer with rope, rmsnorm, swiglu, grouped-query attention, no biases",
+                 factory="hookformer.plugins.families.llama:build"),
+        PartSpec("family", "bert", "Hugging Face BertForMaskedLM <-> transformer with post-norm blocks, an embedding "
+                 "norm, exact GELU, segment embeddings and the masked-LM head transform",
+                 factory="hookformer.plugins.families.bert:build_masked_lm"),
+        PartSpec("family", "bert_model", "Hugging Face BertModel <-> transformer as for bert, with the pooler "
+                 "instead of the masked-LM head", factory="hookformer.plugins.families.bert:build_model"),
     ]

@@ -1,7 +1,8 @@
 """A pre-norm Transformer built on the attention stage. One Block serves the decoder (``causal: true``, GPT-style)
 and the encoder (``causal: false``, BERT-style): a switch, not a second copy. The modern decoder pieces (RoPE,
 RMSNorm, SwiGLU or ReLU^2 MLP, grouped-query attention, QK-norm, logit soft-capping) are options of the same Block;
-the defaults give the GPT-2 model, parameter names included."""
+the defaults give the GPT-2 model, parameter names included. BERT's pieces (post-norm blocks, an embedding norm,
+exact GELU, the masked-LM head transform) are options too."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ class TransformerOptions(PartOptions):
                              "rope_base^(-2i/head_dim); larger bases reach longer contexts")
     norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="the norms of the blocks and the final "
                                                   "norm: LayerNorm, or RMSNorm (x / sqrt(mean(x^2) + eps) * weight)")
-    mlp: Literal["gelu", "swiglu", "relu2"] = Field(
-        "gelu", description="gelu: proj(gelu(fc x)); relu2: proj(relu(fc x)^2); swiglu: proj(silu(gate x) * fc x), "
+    mlp: Literal["gelu", "gelu_exact", "swiglu", "relu2"] = Field(
+        "gelu", description="gelu: proj(gelu(fc x)) with GELU's tanh approximation (GPT-2); gelu_exact: the same "
+        "with the exact (erf) GELU (BERT); relu2: proj(relu(fc x)^2); swiglu: proj(silu(gate x) * fc x), "
         "whose hidden width is d_ff or else 8/3 * d_model rounded up to a multiple of 64 (about the parameters of "
         "the 4 * d_model GELU MLP)")
     n_kv_head: int | None = Field(None, gt=0, description="grouped-query attention: key/value heads, a divisor of "
@@ -48,6 +50,9 @@ class TransformerOptions(PartOptions):
     tie_embeddings: bool = Field(True, description="share the input embedding with the output projection")
     type_vocab_size: int = Field(0, ge=0, description="segment (token-type) embeddings, e.g. 2 for BERT-style "
                                  "sentence pairs; 0: none (token_type_ids are then refused)")
+    default_token_type: int | None = Field(None, ge=0, description="the segment of every token when a batch has no "
+                                           "token_type_ids: null adds no segment embedding then; 0 adds segment "
+                                           "0's, as BERT does")
     pooler: bool = Field(False, description="add the head \"pooled\": tanh(dense(first token's hidden state)), the "
                          "BERT pooled output that sentence-level heads can read")
     unpad: bool = Field(True, description="when a batch has padding (an attention_mask with zeros), run the "
@@ -57,6 +62,13 @@ class TransformerOptions(PartOptions):
                         "(its shapes depend on the data)")
     bias: bool = Field(True, description="biases in linear layers and norms")
     norm_eps: float = Field(1e-5, gt=0.0, description="epsilon added to the variance (or mean square) in the norms")
+    norm_position: Literal["pre", "post"] = Field(
+        "pre", description="pre: x + f(norm(x)) in each block and a final norm (GPT-2, Llama); post: norm(x + f(x)) "
+        "in each block and no final norm (BERT)")
+    embedding_norm: bool = Field(False, description="a norm on the summed embeddings, before the blocks (BERT)")
+    lm_head_transform: bool = Field(False, description="BERT's masked-LM prediction head: dense, GELU (exact with "
+                                    "mlp gelu_exact, else tanh) and a norm before the output projection, which then "
+                                    "has a bias")
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
@@ -65,6 +77,9 @@ class TransformerOptions(PartOptions):
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}): each key/value head "
                              "serves the same number of query heads; choose a divisor, or null for n_head")
+        if self.default_token_type is not None and self.default_token_type >= self.type_vocab_size:
+            raise ValueError(f"default_token_type ({self.default_token_type}) must be a segment id below "
+                             f"type_vocab_size ({self.type_vocab_size}), or null")
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"positions: rope turns pairs of a head's dimensions, so the head dimension d_model / "
                              f"n_head ({self.head_dim}) must be even; change d_model or n_head")
@@ -77,6 +92,11 @@ class TransformerOptions(PartOptions):
     @property
     def kv_heads(self) -> int:
         return self.n_kv_head or self.n_head
+
+
+def gelu(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """GELU as the ``mlp`` option names it: exact (erf) for gelu_exact, else the tanh approximation."""
+    return F.gelu(x, approximate="none" if kind == "gelu_exact" else "tanh")
 
 
 def make_norm(opts: TransformerOptions, width: int) -> nn.Module:
@@ -188,14 +208,15 @@ class MLP(nn.Module):
             return self.proj(F.silu(self.gate(x)) * self.fc(x))
         if self.kind == "relu2":
             return self.proj(F.relu(self.fc(x)).square())
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        return self.proj(gelu(self.fc(x), self.kind))
 
 
 class Block(nn.Module):
-    """x + attention(norm(x)), then x + mlp(norm(x))."""
+    """x + attention(norm(x)), then x + mlp(norm(x)); post-norm: norm(x + attention(x)), then norm(x + mlp(x))."""
 
     def __init__(self, opts: TransformerOptions, attention):
         super().__init__()
+        self.post_norm = opts.norm_position == "post"
         self.norm1 = make_norm(opts, opts.d_model)
         self.attn = SelfAttention(opts, attention)
         self.norm2 = make_norm(opts, opts.d_model)
@@ -204,6 +225,9 @@ class Block(nn.Module):
 
     def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None):
         """``x``: (B, T, C), or (N, C) real tokens when ``unpadded`` says where they sit."""
+        if self.post_norm:
+            x = self.norm1(x + self.drop(self.attn(x, key_padding_mask, document_ids, unpadded)))
+            return self.norm2(x + self.drop(self.mlp(x)))
         x = x + self.drop(self.attn(self.norm1(x), key_padding_mask, document_ids, unpadded))
         return x + self.drop(self.mlp(self.norm2(x)))
 
@@ -228,6 +252,19 @@ class FirstTokenPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
+class LMTransform(nn.Module):
+    """BERT's masked-LM head transform: norm(gelu(dense(hidden)))."""
+
+    def __init__(self, opts: TransformerOptions):
+        super().__init__()
+        self.kind = opts.mlp
+        self.dense = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
+        self.norm = make_norm(opts, opts.d_model)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(gelu(self.dense(hidden), self.kind))
+
+
 class Transformer(nn.Module):
     """Token embedding (+ segment embedding) + positions -> blocks -> final norm -> heads: the language-model head,
     plus any task heads attached with ``add_head`` (see the Model protocol in hookformer.core.parts)."""
@@ -246,10 +283,15 @@ class Transformer(nn.Module):
             self.pos_emb = nn.Embedding(max_seq_len, opts.d_model)
         elif opts.positions == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(max_seq_len, opts.d_model), persistent=False)
+        if opts.embedding_norm:
+            self.emb_norm = make_norm(opts, opts.d_model)
         self.drop = nn.Dropout(opts.dropout)
         self.blocks = nn.ModuleList(Block(opts, attention) for _ in range(opts.n_layer))
-        self.norm = make_norm(opts, opts.d_model)
-        self.lm_head = nn.Linear(opts.d_model, vocab_size, bias=False)
+        # Post-norm blocks end in a norm already.
+        self.norm = make_norm(opts, opts.d_model) if opts.norm_position == "pre" else nn.Identity()
+        if opts.lm_head_transform:
+            self.lm_transform = LMTransform(opts)
+        self.lm_head = nn.Linear(opts.d_model, vocab_size, bias=opts.lm_head_transform)
         if opts.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self.heads = nn.ModuleDict()
@@ -298,10 +340,14 @@ class Transformer(nn.Module):
         x = self.tok_emb(input_ids)
         if token_type_ids is not None:
             x = x + self.type_emb(token_type_ids)
+        elif self.opts.default_token_type is not None:
+            x = x + self.type_emb.weight[self.opts.default_token_type]
         if self.opts.positions == "learned":
             x = x + self.pos_emb(positions)
         elif self.opts.positions == "sinusoidal":
             x = x + self.pos_table[positions].to(x.dtype)
+        if self.opts.embedding_norm:
+            x = self.emb_norm(x)
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, key_padding_mask, document_ids, unpadded)
@@ -310,7 +356,7 @@ class Transformer(nn.Module):
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The language-model head, soft-capped to (-cap, cap) with ``logit_softcap``."""
-        logits = self.lm_head(hidden)
+        logits = self.lm_head(self.lm_transform(hidden) if self.opts.lm_head_transform else hidden)
         cap = self.opts.logit_softcap
         return logits if cap is None else cap * torch.tanh(logits / cap)
 

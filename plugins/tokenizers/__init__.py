@@ -14,4 +14,7 @@ def hookformer_parts():
         PartSpec("tokenizer", "sentencepiece",
                  "SentencePiece BPE or unigram; trained on the training corpus when no model file is given",
                  factory=f"{_HERE}.sentencepiece:build", options=f"{_HERE}.sentencepiece:SentencePieceOptions"),
+        PartSpec("tokenizer", "hf_tokenizer", "a Hugging Face tokenizer.json (byte-level BPE, WordPiece, ...) run by "
+                 "the tokenizers library; special tokens mapped onto hookformer's",
+                 factory=f"{_HERE}.hf:build", options=f"{_HERE}.hf:HFTokenizerOptions"),
     ]
