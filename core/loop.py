@@ -296,7 +296,7 @@ class Run:
         }
 
     def _restore(self, path: Path, state: dict) -> None:
-        if "optimizer" not in state:  # written by `hookformer import`: weights only, so the rest starts fresh
+        if "imported_from" in checkpoint.manifest(path):  # `hookformer import` saves weights only: the rest starts fresh
             self.step = state["step"]
             self.log(f"continuing the imported weights of {path}; optimizer, schedule and data order start fresh")
             return
