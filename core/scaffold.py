@@ -483,10 +483,17 @@ def test_${name}_sees_the_parts_the_run_builds(hookformer_tiny_config, tmp_path)
 }
 
 
+#: Stages without a template, and where a plugin author finds a complete part of that stage instead.
+NOT_SCAFFOLDED = {"family": "a Hugging Face model family is a mapping written as data; start from "
+                            "hookformer/plugins/families/gpt2.py (see README, Hugging Face models in and out)."}
+
+
 def scaffold(stage: str, name: str, directory: Path, catalog=None) -> Path:
     """Write the package ``directory/hookformer-NAME`` for a part ``name`` of ``stage``; returns its path.
     ConfigError for an unknown stage, a name that is not a lowercase identifier, a name that ``catalog`` already
     registers for the stage, or an existing folder."""
+    if stage in NOT_SCAFFOLDED:
+        raise ConfigError(f"new-plugin has no template for the {stage} stage yet: {NOT_SCAFFOLDED[stage]}")
     if stage not in _PARTS:
         raise ConfigError(f'unknown stage "{stage}"; stages are: {", ".join(STAGES)}.')
     if not NAME_PATTERN.fullmatch(name):

@@ -8,6 +8,7 @@ import pytest
 
 from hookformer.core.cli import main
 from hookformer.core.parts import STAGES
+from hookformer.core.scaffold import NOT_SCAFFOLDED
 
 
 def scaffold_installed_and_tested(stage: str, tmp_path, pip_install) -> subprocess.CompletedProcess:
@@ -26,7 +27,7 @@ def test_a_scaffolded_metric_package_installs_and_passes_its_own_tests(tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [stage for stage in STAGES if stage != "metric"])
+@pytest.mark.parametrize("stage", [stage for stage in STAGES if stage not in ("metric", *NOT_SCAFFOLDED)])
 def test_a_scaffolded_package_of_every_stage_installs_and_passes_its_own_tests(stage, tmp_path, pip_install):
     done = scaffold_installed_and_tested(stage, tmp_path, pip_install)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -61,3 +62,8 @@ def test_an_existing_package_folder_is_a_user_error_and_is_left_alone(tmp_path, 
     assert main(["new-plugin", "metric", "mine", "--dir", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "hookformer-mine").iterdir()] == ["keep.txt"]
+
+
+def test_a_stage_without_a_template_says_where_to_start_instead(capsys, tmp_path):
+    assert main(["new-plugin", "family", "phi", "--dir", str(tmp_path)]) == 2
+    assert "plugins/families/gpt2.py" in capsys.readouterr().err and not any(tmp_path.iterdir())
