@@ -163,13 +163,6 @@ def hf_available() -> bool:
     return True
 
 
-def cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True  # unknown: say nothing
-
-
 # -- timing -------------------------------------------------------------------------------------------------------------
 def sync(device: str) -> None:
     if device.startswith("cuda"):
@@ -277,6 +270,8 @@ def main(argv=None) -> int:
     args.config, args.rounds = args.config or "all", args.rounds or 3
     shapes = [CONFIGS[c] for c in ("A", "B") if args.config in (c, "all")]
     dtypes = [d for d in ("fp32", "bf16") if args.dtype in (d, "all")]
+    from hookformer.core.precision import cpu_has_native_bf16
+
     with_hf = not args.no_hf and hf_available()
     names = [name for name in BUILDERS if with_hf or name != "HF GPT2"]
     if not args.no_compile:
@@ -291,7 +286,7 @@ def main(argv=None) -> int:
           f"AdamW lr {LR}, clip {CLIP}")
     if "bf16" in dtypes and args.device == "cpu" and not cpu_has_native_bf16():
         print(f"note: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 matmul "
-              "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False): bf16 autocast runs emulated kernels, "
+              "(core.precision.cpu_has_native_bf16() is False): bf16 autocast runs emulated kernels, "
               "far slower than fp32; the bf16 rows compare the models there, not a bf16 speedup")
     if not with_hf:
         print("note: HF GPT2 column skipped (" + ("--no-hf" if args.no_hf else "transformers is not installed") + ")")
