@@ -105,7 +105,7 @@ def build_reference(shape: Shape, device: str, autocast, compiled: bool, batch: 
 def build_hookformer(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
     from hookformer.core.assemble import Assembly
     from hookformer.core.config import validate
-    from hookformer.core.loop import accumulate_gradients, compile_for_training
+    from hookformer.core.loop import compile_for_training
     from hookformer.core.parts import Shapes
     from hookformer.registry.catalog import Catalog
 
@@ -121,15 +121,24 @@ def build_hookformer(shape: Shape, device: str, autocast, compiled: bool, batch:
     model, objective, optimizer = assembly.model(), assembly.objective(), assembly.optimizer()
     train_model = compile_for_training(model, objective, batch, autocast) if compiled else model
 
-    def step(batch):  # Run.train_step, less the scheduler and the bookkeeping
+    return model, engine_step(model, train_model, objective, optimizer, autocast)
+
+
+def engine_step(model, train_model, objective, optimizer, autocast, scheduler=None, clip: float = CLIP):
+    """Run.train_step on one given batch, less the bookkeeping: returns step(batch) -> mean loss."""
+    from hookformer.core.loop import accumulate_gradients
+
+    def step(batch):
         loss_sum, items, _ = accumulate_gradients(train_model, objective, [batch], autocast)
         params = [p for p in model.parameters() if p.grad is not None]
-        float(torch.nn.utils.clip_grad_norm_(params, CLIP))
+        float(torch.nn.utils.clip_grad_norm_(params, clip))
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return loss_sum / max(1, items)
 
-    return model, step
+    return step
 
 
 def build_hf(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
