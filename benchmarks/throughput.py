@@ -105,7 +105,7 @@ def build_reference(shape: Shape, device: str, autocast, compiled: bool, batch: 
 def build_hookformer(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
     from hookformer.core.assemble import Assembly
     from hookformer.core.config import validate
-    from hookformer.core.loop import accumulate_gradients, compile_for_training
+    from hookformer.core.loop import compile_for_training
     from hookformer.core.parts import Shapes
     from hookformer.registry.catalog import Catalog
 
@@ -121,15 +121,24 @@ def build_hookformer(shape: Shape, device: str, autocast, compiled: bool, batch:
     model, objective, optimizer = assembly.model(), assembly.objective(), assembly.optimizer()
     train_model = compile_for_training(model, objective, batch, autocast) if compiled else model
 
-    def step(batch):  # Run.train_step, less the scheduler and the bookkeeping
+    return model, engine_step(model, train_model, objective, optimizer, autocast)
+
+
+def engine_step(model, train_model, objective, optimizer, autocast, scheduler=None, clip: float = CLIP):
+    """Run.train_step on one given batch, less the bookkeeping: returns step(batch) -> mean loss."""
+    from hookformer.core.loop import accumulate_gradients
+
+    def step(batch):
         loss_sum, items, _ = accumulate_gradients(train_model, objective, [batch], autocast)
         params = [p for p in model.parameters() if p.grad is not None]
-        float(torch.nn.utils.clip_grad_norm_(params, CLIP))
+        float(torch.nn.utils.clip_grad_norm_(params, clip))
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return loss_sum / max(1, items)
 
-    return model, step
+    return step
 
 
 def build_hf(shape: Shape, device: str, autocast, compiled: bool, batch: dict):
@@ -161,13 +170,6 @@ def hf_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True  # unknown: say nothing
 
 
 # -- timing -------------------------------------------------------------------------------------------------------------
@@ -277,6 +279,8 @@ def main(argv=None) -> int:
     args.config, args.rounds = args.config or "all", args.rounds or 3
     shapes = [CONFIGS[c] for c in ("A", "B") if args.config in (c, "all")]
     dtypes = [d for d in ("fp32", "bf16") if args.dtype in (d, "all")]
+    from hookformer.core.precision import cpu_has_native_bf16
+
     with_hf = not args.no_hf and hf_available()
     names = [name for name in BUILDERS if with_hf or name != "HF GPT2"]
     if not args.no_compile:
@@ -291,7 +295,7 @@ def main(argv=None) -> int:
           f"AdamW lr {LR}, clip {CLIP}")
     if "bf16" in dtypes and args.device == "cpu" and not cpu_has_native_bf16():
         print(f"note: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 matmul "
-              "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False): bf16 autocast runs emulated kernels, "
+              "(core.precision.cpu_has_native_bf16() is False): bf16 autocast runs emulated kernels, "
               "far slower than fp32; the bf16 rows compare the models there, not a bf16 speedup")
     if not with_hf:
         print("note: HF GPT2 column skipped (" + ("--no-hf" if args.no_hf else "transformers is not installed") + ")")

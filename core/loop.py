@@ -29,6 +29,7 @@ from hookformer.core.evaluate import evaluate
 from hookformer.core.generate import generate
 from hookformer.core.objective import compute
 from hookformer.core.parts import RunView, Shapes, is_decoder
+from hookformer.core.precision import check_bf16
 from hookformer.core.sampler import TableStream, as_table, table_rows
 
 
@@ -166,6 +167,7 @@ class Run:
     def _setup(self) -> None:
         cfg = self.train_cfg
         self.world.check_same("resolved config", self.config.dump())
+        check_bf16(self.device, cfg.bf16)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
