@@ -2,7 +2,8 @@
 OUT_DIR``.
 
 A family (a part of stage ``family``, see :class:`Family`) says as data how one Hugging Face architecture maps onto
-the ``transformer`` model part: config.json fields to model options and back, and each weight's names and transform.
+a model part it names (the built-ins: ``transformer``): config.json fields to model options and back, each weight's
+names and transform, the tokenizer part and the objective of an imported run. The engine names no model part.
 This engine reads config.json, picks the family by ``model_type``, streams the safetensors tensors one at a time into
 the model that :class:`~hookformer.core.assemble.Assembly` builds, and writes a normal run directory (or, exporting, a
 Hugging Face directory). Both write into a temporary folder renamed into place at the end: a failure leaves nothing.
@@ -10,12 +11,13 @@ Hugging Face directory). Both write into a temporary folder renamed into place a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import shutil
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -44,7 +46,7 @@ class Family:
 
     ``model_types``: the config.json ``model_type`` values it reads (the first is written on export).
     ``architectures``: the classes whose weights ``rules`` name (the first is written on export).
-    ``options(config_json) -> dict``: the ``transformer`` model options; a ConfigError names any config.json field
+    ``options(config_json) -> dict``: the options of the model part ``model``; a ConfigError names any config.json field
     the model cannot reproduce. ``hf_config(options, vocab_size, max_seq_len) -> dict``: config.json fields for
     export; a ConfigError says why the model is not one of this family. ``ignored``: tensor name templates that
     hold no weights (buffers old checkpoints saved). ``base_prefix``: the prefix of the base model's tensors, which
@@ -59,6 +61,13 @@ class Family:
     hf_config: Callable[[Any, int, int], dict]
     ignored: tuple[str, ...] = ()
     base_prefix: str = ""
+    #: The model part whose options ``options`` gives and ``hf_config`` reads; the tokenizer part that reads the
+    #: directory's tokenizer files; the objective an imported run is configured with (a fine-tuning config replaces
+    #: it); the head layout of the model part's options.
+    model: str = field(kw_only=True)
+    tokenizer: str = field(kw_only=True)
+    objective: str = field(kw_only=True)
+    geometry: Callable[[Any], "Geometry"] = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ def require(config: dict, family: str, field: str, allowed: tuple, why: str) -> 
     """Import: refuse a config.json field the model cannot reproduce (a missing field counts as ``allowed[0]``)."""
     value = config.get(field, allowed[0])
     if value not in allowed:
-        raise ConfigError(f"{family}: config.json has {field} = {value!r}, which hookformer's transformer cannot "
+        raise ConfigError(f"{family}: config.json has {field} = {value!r}, which the family's model part cannot "
                           f"reproduce ({why}); supported: {', '.join(map(repr, allowed))}.")
 
 
@@ -155,15 +164,20 @@ def family_of(catalog, config: dict, hf_dir: Path) -> Family:
     return family
 
 
-def mapped_names(family: Family, options: Any) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    """(Hugging Face names, our name, transform) of every tensor, blocks expanded. A tied output projection is the
-    token embedding, stored once under the embedding's names."""
+def mapped_names(family: Family, model: torch.nn.Module) -> Iterator[tuple[tuple[str, ...], str, str]]:
+    """(Hugging Face names, our name, transform) of every tensor of ``model``, blocks expanded as far as the model
+    has them. A tensor tied to another (an output projection that is the token embedding) is stored once, under the
+    name the model gives it first, so a rule for its second name is skipped."""
+    own = set(model.state_dict())
+    distinct = {name for name, _ in (*model.named_parameters(), *model.named_buffers())}
     for rule in family.rules:
-        if rule.ours == "lm_head.weight" and options.tie_embeddings:
-            continue
-        layers = range(options.n_layer) if "{i}" in rule.ours else (None,)
+        layers = itertools.takewhile(lambda i: rule.ours.format(i=i) in own, itertools.count()) \
+            if "{i}" in rule.ours else (None,)
         for i in layers:
-            yield tuple(name.format(i=i) for name in rule.hf), rule.ours.format(i=i), rule.transform
+            ours = rule.ours.format(i=i)
+            if ours in own and ours not in distinct:
+                continue
+            yield tuple(name.format(i=i) for name in rule.hf), ours, rule.transform
 
 
 class _Tensors:
@@ -214,11 +228,11 @@ def load_hf_weights(model: torch.nn.Module, family: Family, hf_dir: Path, option
     """Copy the Hugging Face tensors into ``model`` through ``family``'s rules. Every tensor of the model is
     written, and every Hugging Face tensor is used (else the model would silently differ)."""
     own = model.state_dict()
-    geometry = Geometry(options.n_head, options.kv_heads, options.head_dim)
+    geometry = family.geometry(options)
     written, used = set(), set()
     with ExitStack() as stack:
         tensors = _Tensors(hf_dir, stack, family.base_prefix)
-        for names, ours, transform in mapped_names(family, options):
+        for names, ours, transform in mapped_names(family, model):
             hf_names = [tensors.stored_name(name) for name in names]
             source = [tensors.handles[name].get_tensor(name) for name in hf_names]
             try:
@@ -238,21 +252,21 @@ def load_hf_weights(model: torch.nn.Module, family: Family, hf_dir: Path, option
     if unused:
         raise CheckpointError(f"{hf_dir} holds tensors family {family.name} does not map: {', '.join(unused[:5])}"
                               f"{' ...' if len(unused) > 5 else ''}; importing would drop them.")
-    tied = {"lm_head.weight"} if options.tie_embeddings else set()
-    unset = sorted(set(own) - written - tied)
+    distinct = {name for name, _ in (*model.named_parameters(), *model.named_buffers())}
+    unset = sorted(name for name in own if name in distinct and name not in written)
     if unset:
         raise ConfigError(f"family {family.name} does not map the model tensors {', '.join(unset[:5])}.")
 
 
-def _import_config(hf_dir: Path, model_options: dict) -> dict:
+def _import_config(hf_dir: Path, family: Family, model_options: dict) -> dict:
     """The run config of an imported model: the default recipe with the model, its tokenizer and an objective of
     its kind (the data, optimizer and loop sections are the recipe's: a fine-tuning config replaces them)."""
     from hookformer.core.config import default_recipe
 
     raw = default_recipe()
-    raw["tokenizer"] = {"name": "hf_tokenizer", "path": str(hf_dir.resolve())}
-    raw["model"] = {"name": "transformer", **model_options}
-    raw["objective"] = {"name": "clm" if model_options.get("causal", True) else "mlm"}
+    raw["tokenizer"] = {"name": family.tokenizer, "path": str(hf_dir.resolve())}
+    raw["model"] = {"name": family.model, **model_options}
+    raw["objective"] = {"name": family.objective}
     raw["data"]["block_size"] = min(raw["data"]["block_size"], model_options["max_seq_len"])
     return raw
 
@@ -289,7 +303,7 @@ def import_hf(hf_dir: Path, run_dir: Path, catalog) -> Path:
         model_options = family.options(hf_config)
     except KeyError as exc:
         raise ConfigError(f"{hf_dir / CONFIG} lacks the field {exc} that family {family.name} needs.") from None
-    config = validate(_import_config(hf_dir, model_options), catalog)
+    config = validate(_import_config(hf_dir, family, model_options), catalog)
     tmp = _fresh_target(run_dir, "--run-dir")
     try:
         assembly = Assembly(config, tmp)
@@ -312,10 +326,12 @@ def import_hf(hf_dir: Path, run_dir: Path, catalog) -> Path:
     return run_dir / path.relative_to(tmp)
 
 
-def hf_family_config(catalog, options: Any, vocab_size: int, max_seq_len: int) -> tuple[Family, dict]:
+def hf_family_config(catalog, model: str, options: Any, vocab_size: int, max_seq_len: int) -> tuple[Family, dict]:
     """The first family that expresses the model, with its config.json; else a ConfigError with each reason."""
     reasons = []
     for family in families(catalog):
+        if family.model != model:
+            continue
         try:
             return family, family.hf_config(options, vocab_size, max_seq_len)
         except ConfigError as exc:
@@ -336,22 +352,22 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
     if out_dir.exists():
         raise ConfigError(f"the export target {out_dir} already exists; choose a new directory.")
     choice = config.parts["model"]
-    if choice.name != "transformer":
-        raise ConfigError(f'the run\'s model part is "{choice.name}": only the transformer part maps onto a Hugging '
-                          f"Face family.")
+    if not any(family.model == choice.name for family in families(config.catalog)):
+        raise ConfigError(f'the run\'s model part is "{choice.name}", and no registered family maps it onto a '
+                          f"Hugging Face model.")
     options = choice.options
     assembly = Assembly(config, run_dir, checkpoint=checkpoint_path)
     tokenizer = assembly.tokenizer()
     model = assembly.model()
-    family, hf_config = hf_family_config(config.catalog, options, model.vocab_size, model.max_seq_len)
+    family, hf_config = hf_family_config(config.catalog, choice.name, options, model.vocab_size, model.max_seq_len)
     _, unused = checkpoint.load_pretrained(checkpoint_path, model)
     special = tokenizer.special
     hf_config.update(architectures=[family.architectures[0]], model_type=family.model_types[0],
                      bos_token_id=special.bos, eos_token_id=special.eos, pad_token_id=special.pad)
     own = model.state_dict()
-    geometry = Geometry(options.n_head, options.kv_heads, options.head_dim)
+    geometry = family.geometry(options)
     tensors = {}
-    for hf_names, ours, transform in mapped_names(family, options):
+    for hf_names, ours, transform in mapped_names(family, model):
         # Cloned: a split fused tensor's views share memory, which safetensors refuses.
         parts = TRANSFORMS[transform][1](own[ours], geometry)
         tensors.update(zip(hf_names, (t.clone(memory_format=torch.contiguous_format) for t in parts)))

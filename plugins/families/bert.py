@@ -8,6 +8,7 @@ from functools import partial
 
 from hookformer.core.errors import ConfigError
 from hookformer.core.interop import Family, Rule, expect, require
+from hookformer.plugins.families import TRANSFORMER, transformer_geometry
 
 _GELU = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
 _SUBLAYERS = (("attention.output.dense", "attn.proj"), ("attention.output.LayerNorm", "norm1"),
@@ -70,9 +71,10 @@ def hf_config(opts, vocab_size: int, max_seq_len: int, masked_lm: bool) -> dict:
 
 
 MASKED_LM = Family("bert", ("bert",), ("BertForMaskedLM",), MLM_RULES, partial(options, masked_lm=True),
-                   partial(hf_config, masked_lm=True), ignored=("cls.predictions.decoder.bias",))  # = predictions.bias
+                   partial(hf_config, masked_lm=True), ignored=("cls.predictions.decoder.bias",),  # = predictions.bias
+                   objective="mlm", geometry=transformer_geometry, **TRANSFORMER)
 MODEL = Family("bert_model", ("bert",), ("BertModel",), MODEL_RULES, partial(options, masked_lm=False),
-               partial(hf_config, masked_lm=False))
+               partial(hf_config, masked_lm=False), objective="mlm", geometry=transformer_geometry, **TRANSFORMER)
 
 
 def build_masked_lm(options, ctx) -> Family:

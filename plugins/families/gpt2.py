@@ -4,6 +4,7 @@ tanh GELU, biases, tied embeddings)."""
 from __future__ import annotations
 
 from hookformer.core.interop import Family, Rule, expect, require
+from hookformer.plugins.families import TRANSFORMER, transformer_geometry
 
 _BLOCK = "transformer.h.{i}."
 RULES = (
@@ -46,7 +47,8 @@ def hf_config(opts, vocab_size: int, max_seq_len: int) -> dict:
 
 
 FAMILY = Family("gpt2", ("gpt2",), ("GPT2LMHeadModel",), RULES, options, hf_config,
-                ignored=(_BLOCK + "attn.bias", _BLOCK + "attn.masked_bias"), base_prefix="transformer.")
+                ignored=(_BLOCK + "attn.bias", _BLOCK + "attn.masked_bias"), base_prefix="transformer.",
+                objective="clm", geometry=transformer_geometry, **TRANSFORMER)
 
 
 def build(options, ctx) -> Family:

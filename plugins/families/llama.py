@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from hookformer.core.errors import ConfigError
 from hookformer.core.interop import Family, Rule, expect, require
+from hookformer.plugins.families import TRANSFORMER, transformer_geometry
 from hookformer.plugins.models.transformer import swiglu_width
 
 _LAYER = "model.layers.{i}."
@@ -73,7 +74,8 @@ def hf_config(opts, vocab_size: int, max_seq_len: int) -> dict:
 
 FAMILY = Family("llama", ("llama", "mistral", "qwen2"),
                 ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"), RULES, options, hf_config,
-                ignored=(_LAYER + "self_attn.rotary_emb.inv_freq",))
+                ignored=(_LAYER + "self_attn.rotary_emb.inv_freq",), objective="clm", geometry=transformer_geometry,
+                **TRANSFORMER)
 
 
 def build(options, ctx) -> Family:
