@@ -410,7 +410,7 @@ def cmd_data(args) -> int:
 
     from hookformer.core.assemble import Assembly  # heavy imports (torch, datasets) once the config is valid
     from hookformer.core.checkpoint import write_atomically
-    from hookformer.core.prepare import format_report
+    from hookformer.core.report import format_report
 
     created = runfiles.make_run_dir(keep) if keep is not None else None
     with tempfile.TemporaryDirectory(prefix="hookformer-data-") as scratch:
