@@ -182,6 +182,11 @@ class Tokenizer(Protocol):
         """A stable string that changes whenever the mapping text -> ids changes (data caches are keyed by it)."""
         ...
 
+    # Optional: ``encode_with_offsets(text) -> (ids, offsets)``, ``offsets[i] = (start, end)`` the characters of
+    # ``text`` that token i covers (end exclusive; a token made of part of a character's bytes covers that
+    # character). Parts that map tokens back onto the text (whole-word masking over segmented words, extractive
+    # question answering) need it and refuse a tokenizer without it.
+
 
 @runtime_checkable
 class AttentionKernel(Protocol):
@@ -214,6 +219,11 @@ class ObjectiveResult:
     logits: Any = None
     targets: Any = None
     ignore_index: int = -100
+    #: Text-level results, for metrics that score texts (BLEU, ROUGE, exact match on answers): one predicted text
+    #: per example, and the reference texts it is scored against (one or more per example). None when the
+    #: objective (or the evaluation's generation) produced no texts.
+    predictions: list[str] | None = None
+    references: list[list[str]] | None = None
 
 
 class Objective(Protocol):
