@@ -20,6 +20,8 @@ from hookformer.plugins.models.transformer import Transformer, TransformerOption
 from hookformer.registry.catalog import Catalog
 
 VOCAB, MAX_LEN = 23, 12
+KERNELS = {"naive": lambda: naive_attention, "sdpa": lambda: sdpa_attention,
+           "triton_flash": lambda: TritonFlashAttention(TritonFlashOptions())}
 
 
 def tiny(attention=naive_attention, seed=0, **overrides):
@@ -54,9 +56,8 @@ def test_cross_attention_is_softmax_of_scaled_scores_with_the_source_padding_mas
 def test_naive_sdpa_and_triton_flash_agree_on_cross_attention_with_source_padding_in_values_and_gradients():
     src, src_mask, tgt, tgt_mask = pair()
     results = {}
-    for name, kernel in {"naive": naive_attention, "sdpa": sdpa_attention,
-                         "triton_flash": TritonFlashAttention(TritonFlashOptions())}.items():
-        model = tiny(kernel, n_layer=1)
+    for name, kernel in KERNELS.items():
+        model = tiny(kernel(), n_layer=1)
         logits = model(src, src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
         logits[tgt_mask.bool()].square().sum().backward()
         results[name] = (logits.detach(), {n: p.grad for n, p in model.named_parameters()})
@@ -75,10 +76,9 @@ def test_a_kernel_without_unequal_lengths_is_refused_for_cross_attention_by_its_
         tiny(kernel)(src, src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
 
 
-@pytest.mark.parametrize("kernel", ["naive", "sdpa"])
+@pytest.mark.parametrize("kernel", ["naive", "sdpa"])  # triton_flash's cached calls: tests/test_kv_cache.py
 def test_cached_decoding_with_a_reorder_equals_the_uncached_forward_pass(kernel):
-    model = tiny({"naive": naive_attention, "sdpa": sdpa_attention}[kernel], positions="rope", n_kv_head=1,
-                 qk_norm=True).eval()
+    model = tiny(KERNELS[kernel](), positions="rope", n_kv_head=1, qk_norm=True).eval()
     src, src_mask, tgt, _ = pair()
     with torch.no_grad():
         full = model(src, src_mask, decoder_input_ids=tgt)
