@@ -159,7 +159,7 @@ def test_checkpoint_save_and_load_through_the_engine_round_trips_a_registered_en
     torch.manual_seed(1)
     loaded = entry.build(options, ctx)
     assert checkpoint.load(path, loaded)["step"] == 3
-    src, src_mask, tgt, tgt_mask = pair()
+    src, src_mask, tgt, _ = pair()
     torch.testing.assert_close(loaded(src, src_mask, decoder_input_ids=tgt),
                                saved(src, src_mask, decoder_input_ids=tgt), rtol=0, atol=0)
     assert loaded.encoder.tok_emb.weight is loaded.tok_emb.weight  # still shared after loading
