@@ -361,13 +361,22 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
     model = assembly.model()
     family, hf_config = hf_family_config(config.catalog, choice.name, options, model.vocab_size, model.max_seq_len)
     _, unused = checkpoint.load_pretrained(checkpoint_path, model)
+    assembly.emit("export_model", model=model)  # hook parts fold what they added into the model part's weights
+    mapped = list(mapped_names(family, model))
+    distinct = {name for name, _ in (*model.named_parameters(), *model.named_buffers())}
+    unplaced = sorted(distinct & set(model.state_dict()) - {ours for _, ours, _ in mapped}
+                      - {name for name in distinct if name.startswith("heads.")})
+    if unplaced:
+        raise ConfigError(f"family {family.name} has no place for the model tensors {', '.join(unplaced[:5])}: a hook "
+                          f"part of the run added them and does not fold them into the model at export "
+                          f"(hookformer_export_model).")
     special = tokenizer.special
     hf_config.update(architectures=[family.architectures[0]], model_type=family.model_types[0],
                      bos_token_id=special.bos, eos_token_id=special.eos, pad_token_id=special.pad)
     own = model.state_dict()
     geometry = family.geometry(options)
     tensors = {}
-    for hf_names, ours, transform in mapped_names(family, model):
+    for hf_names, ours, transform in mapped:
         # Cloned: a split fused tensor's views share memory, which safetensors refuses.
         parts = TRANSFORMS[transform][1](own[ours], geometry)
         tensors.update(zip(hf_names, (t.clone(memory_format=torch.contiguous_format) for t in parts)))

@@ -230,7 +230,10 @@ class Run:
 
     def _load_pretrained(self, source: Path) -> None:
         """Fine-tuning: the pretrained checkpoint's weights, heads excepted."""
-        fresh, unused = checkpoint.load_pretrained(source, self.model)
+        # Tensors the hook parts' build wrappers added (adapters) are not in a pretrained checkpoint.
+        added = frozenset(name for names in self.assembly.plugins.hook.hookformer_added_tensors(model=self.model)
+                          for name in names)
+        fresh, unused = checkpoint.load_pretrained(source, self.model, added)
         notes = [f"initialized from {source}"]
         if fresh:
             notes.append(f"task heads with fresh weights: {', '.join(fresh)}")
