@@ -145,3 +145,18 @@ def test_a_lora_target_that_matches_nothing_or_a_frozen_backbone_is_refused_with
     assert main(["train", str(lora_config(tmp_path, base, lora, **train)), "--run-dir", str(tmp_path / "r")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_fine_tuning_from_a_hugging_face_directory_with_init_from_equals_fine_tuning_its_imported_run(tmp_path,
+                                                                                                       base):
+    hf_dir = base.parent / "hf"
+    for name, init_from in (("from_run", base), ("from_hf", hf_dir)):
+        config = lora_config(tmp_path, base, LORA, init_from=str(init_from))
+        assert main(["train", str(config), "--run-dir", str(tmp_path / name)]) == 0
+    assert losses(tmp_path / "from_hf") == losses(tmp_path / "from_run")
+    weights = [(tmp_path / name / "checkpoints" / "step_000003" / "model.safetensors").read_bytes()
+               for name in ("from_run", "from_hf")]
+    assert weights[0] == weights[1]
+    assert not (tmp_path / "from_hf" / ".init_from").exists()  # the imported copy is gone once loaded
+    saved = read_yaml(tmp_path / "from_hf" / "config.yaml")
+    assert saved["train"]["init_from"] == str(hf_dir) and saved["model"] == read_yaml(base / "config.yaml")["model"]
