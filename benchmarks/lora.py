@@ -13,11 +13,12 @@ clip, step, zero_grad):
 
 Memory: the subprocess's resident memory once the model is built and loaded (the weights, one copy), then its peak
 (VmHWM, reset just before the first step through ``/proc/self/clear_refs``) over the steps: the increase is what
-training adds, gradients, optimizer state and activations. Step time: the median over the timed steps, after one
+training adds, gradients, optimizer state and activations (the allocator's reuse of freed activation memory blurs
+it); and the bytes of the gradients and the AdamW state themselves, counted from the tensors. Step time: the median over the timed steps, after one
 warm-up step. The contenders take turns (``--rounds``), so machine noise hits both alike; a figure is the median
 over rounds.
 
-    python benchmarks/lora.py                        # Llama "small" (~16M parameters), batch 8 x 128
+    python benchmarks/lora.py                        # Llama "small" (~16M parameters), batch 4 x 128
     python benchmarks/lora.py --size medium --steps 3
     python benchmarks/lora.py --quick                # smoke test: the tiny model, 2 steps, 1 round
 """
@@ -71,19 +72,24 @@ def _worker(contender: str, run_dir: Path, options: dict) -> None:
                                            generator=generator)} for _ in range(options["steps"] + 1)]
     before = rss_kib()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident memory
-    times, loss = [], None
+    times, loss, gradient_bytes = [], None, 0
     for batch in batches:
         began = time.perf_counter()
         loss_sum, items, _ = accumulate_gradients(model, objective, [batch])
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 1.0)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        gradient_bytes = sum(g.numel() * g.element_size() for g in grads)
+        torch.nn.utils.clip_grad_norm_(grads, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - began)
         loss = loss_sum / items
+    state_bytes = sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
+                      if torch.is_tensor(t))
     print(json.dumps({
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "step_s": statistics.median(times[1:]), "before_kib": before, "peak_kib": rss_kib("VmHWM"), "loss": loss}))
+        "step_s": statistics.median(times[1:]), "before_kib": before, "peak_kib": rss_kib("VmHWM"), "loss": loss,
+        "gradient_and_state_mib": (gradient_bytes + state_bytes) / 2**20}))
 
 
 def measure(contender: str, run_dir: Path, options: dict) -> dict:
@@ -97,9 +103,9 @@ def measure(contender: str, run_dir: Path, options: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=list(SIZES), default="small")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per contender and round")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per contender and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--targets", nargs="+", default=["*.attn.qkv", "*.attn.proj", "*.mlp.*"])
@@ -126,8 +132,9 @@ def main() -> None:
     print(f"\nLlama {args.size} imported, batch {options['batch']} x {options['seq']} tokens, {args.steps} timed "
           f"steps x {args.rounds} rounds, {args.threads} threads; {os.cpu_count()} CPUs (shared with other "
           f"processes), fp32")
-    print("| contender | parameters | trainable | trainable % | step s | RSS loaded MiB | peak increase MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| contender | parameters | trainable | trainable % | step s | RSS loaded MiB | peak increase MiB | "
+          "gradients + AdamW state MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     for name, runs in results.items():
         step = statistics.median(r["step_s"] for r in runs)
@@ -136,7 +143,8 @@ def main() -> None:
         summary[name] = (step, increase)
         first = runs[0]
         print(f"| {name} | {first['parameters']:,} | {first['trainable']:,} | "
-              f"{100 * first['trainable'] / first['parameters']:.2f}% | {step:.3f} | {loaded:.0f} | {increase:.0f} |")
+              f"{100 * first['trainable'] / first['parameters']:.2f}% | {step:.3f} | {loaded:.0f} | {increase:.0f} | "
+              f"{first['gradient_and_state_mib']:.1f} |")
     ratios = [f["step_s"] / lo["step_s"] for f, lo in zip(results["full"], results["lora"])]
     print(f"\nfull / lora: step time {statistics.median(ratios):.2f}x (median of per-round ratios), peak memory "
           f"increase {summary['full'][1] / max(summary['lora'][1], 1e-9):.2f}x")
