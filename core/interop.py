@@ -378,8 +378,8 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
                       - {name for name in distinct if name.startswith("heads.")})
     if unplaced:
         raise ConfigError(f"family {family.name} has no place for the model tensors {', '.join(unplaced[:5])}: a hook "
-                          f"part of the run added them and does not fold them into the model at export "
-                          f"(hookformer_export_model).")
+                          f"part of the run added them to the model part and did not fold them into its weights for "
+                          f"export (hook hookformer_export_model); exporting without them would change the model.")
     special = tokenizer.special
     hf_config.update(architectures=[family.architectures[0]], model_type=family.model_types[0],
                      bos_token_id=special.bos, eos_token_id=special.eos, pad_token_id=special.pad)

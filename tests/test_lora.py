@@ -107,7 +107,8 @@ def test_the_adapter_file_holds_the_adapters_alone_and_restarts_them_in_a_fresh_
         assert max_diff(plain(IDS), tuned(IDS)) > 1e-3  # the adapters changed what the model computes
 
 
-def test_export_of_a_lora_run_writes_merged_weights_transformers_loads_with_the_unmerged_logits(tmp_path, base):
+def test_export_of_a_lora_run_writes_merged_weights_transformers_loads_with_the_unmerged_logits(tmp_path, base,
+                                                                                                 monkeypatch, capsys):
     assert main(["train", str(lora_config(tmp_path, base, {**LORA, "dropout": 0.1})), "--run-dir",
                  str(tmp_path / "tuned")]) == 0
     config = validate(read_yaml(tmp_path / "tuned" / "config.yaml"), Catalog.load())
@@ -132,6 +133,14 @@ def test_export_of_a_lora_run_writes_merged_weights_transformers_loads_with_the_
         assembly.emit("export_model", model=model)
         assert max_diff(model(IDS), unmerged_logits) < 1e-5
     assert not any("lora" in name for name in model.state_dict())
+
+    # A hook part that left its tensors in the model at export would write another model: refused, nothing written.
+    from hookformer.plugins.hooks.lora import Lora
+
+    monkeypatch.delattr(Lora, "hookformer_export_model")
+    assert main(["export", str(tmp_path / "tuned"), "--format", "hf", str(tmp_path / "out2")]) == 2
+    assert "no place for the model tensors blocks.0.attn.qkv.lora_A" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
 
 
 @pytest.mark.parametrize("lora, train, message", [
