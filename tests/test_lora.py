@@ -148,9 +148,10 @@ def test_export_of_a_lora_run_writes_merged_weights_transformers_loads_with_the_
      'targets[1] "*.attn.query" matches no linear layer of the model; its linear layers are: blocks.*.attn.proj, '
      "blocks.*.attn.qkv, blocks.*.mlp.fc"),
     (LORA, {"freeze_backbone": True}, "train.freeze_backbone would freeze the adapters too"),
+    ({**LORA, "adapters_from": "no-such-folder"}, {}, "adapters_from: cannot read no-such-folder/adapter_model"),
 ])
-def test_a_lora_target_that_matches_nothing_or_a_frozen_backbone_is_refused_with_exit_code_2(tmp_path, base, capsys,
-                                                                                             lora, train, message):
+def test_a_lora_target_matching_nothing_a_frozen_backbone_or_missing_adapters_are_refused_with_exit_code_2(
+        tmp_path, base, capsys, lora, train, message):
     assert main(["train", str(lora_config(tmp_path, base, lora, **train)), "--run-dir", str(tmp_path / "r")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r" / "checkpoints").exists()
