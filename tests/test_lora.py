@@ -32,8 +32,8 @@ def base(tmp_path_factory) -> Path:
     return folder / "base"
 
 
-def lora_config(tmp_path: Path, base: Path, lora: dict = LORA, **train) -> Path:
-    config = {"data": {"name": "text", "paths": [str(base.parent / "corpus.txt")], "block_size": 16,
+def lora_config(tmp_path: Path, base: Path, lora: dict = LORA, model: dict | None = None, **train) -> Path:
+    config = {**({"model": model} if model else {}),"data": {"name": "text", "paths": [str(base.parent / "corpus.txt")], "block_size": 16,
                        "val_fraction": 0.2},
               "optimizer": {"name": "adamw", "lr": 5e-2}, "hooks": [lora], "metrics": ["loss"],
               "train": {"init_from": str(base), "max_steps": 3, "batch_size": 4, "eval_every": 3,
@@ -149,6 +149,8 @@ def test_export_of_a_lora_run_writes_merged_weights_transformers_loads_with_the_
      "blocks.*.attn.qkv, blocks.*.mlp.fc"),
     (LORA, {"freeze_backbone": True}, "train.freeze_backbone would freeze the adapters too"),
     ({**LORA, "adapters_from": "no-such-folder"}, {}, "adapters_from: cannot read no-such-folder/adapter_model"),
+    ({**LORA, "targets": ["*"]}, {"model": {"tie_embeddings": True}},
+     "targets match lm_head, whose weight is also tok_emb.weight (tied)"),
 ])
 def test_a_lora_target_matching_nothing_a_frozen_backbone_or_missing_adapters_are_refused_with_exit_code_2(
         tmp_path, base, capsys, lora, train, message):

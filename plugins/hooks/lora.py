@@ -75,6 +75,14 @@ def targeted(model: nn.Module, patterns: list[str]) -> dict[str, nn.Linear]:
             raise ConfigError(f'hooks lora: targets[{index}] "{pattern}" matches no linear layer of the model; its '
                               f"linear layers are: {', '.join(candidates) or 'none'}.")
         chosen.update(matched)
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for name, module in chosen.items():
+        tied = [other for other in names[id(module.weight)] if other != f"{name}.weight"]
+        if tied:
+            raise ConfigError(f"hooks lora: targets match {name}, whose weight is also {tied[0]} (tied): merged, its "
+                              f"adapter would change that too. Leave {name} out of the targets.")
     return chosen
 
 
