@@ -176,7 +176,7 @@ def main() -> None:
           "MiB (/ model bytes) |")
     print("|---|---:|---:|---:|---:|")
     for how, runs in results.items():
-        def median(key):
+        def median(key, runs=runs):
             return statistics.median(r[key] for r in runs)
         total = (median("peak_kib") - median("before_kib")) * 1024
         anonymous = (median("anonymous_peak_kib") - median("anonymous_before_kib")) * 1024

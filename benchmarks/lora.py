@@ -14,9 +14,9 @@ clip, step, zero_grad):
 Memory: the subprocess's resident memory once the model is built and loaded (the weights, one copy), then its peak
 (VmHWM, reset just before the first step through ``/proc/self/clear_refs``) over the steps: the increase is what
 training adds, gradients, optimizer state and activations (the allocator's reuse of freed activation memory blurs
-it); and the bytes of the gradients and the AdamW state themselves, counted from the tensors. Step time: the median over the timed steps, after one
-warm-up step. The contenders take turns (``--rounds``), so machine noise hits both alike; a figure is the median
-over rounds.
+it); and the bytes of the gradients and the AdamW state themselves, counted from the tensors. Step time: the median
+over the timed steps, after one warm-up step. The contenders take turns (``--rounds``), so machine noise hits both
+alike; a figure is the median over rounds.
 
     python benchmarks/lora.py                        # Llama "small" (~16M parameters), batch 4 x 128
     python benchmarks/lora.py --size medium --steps 3

@@ -33,7 +33,8 @@ def base(tmp_path_factory) -> Path:
 
 
 def lora_config(tmp_path: Path, base: Path, lora: dict = LORA, model: dict | None = None, **train) -> Path:
-    config = {**({"model": model} if model else {}),"data": {"name": "text", "paths": [str(base.parent / "corpus.txt")], "block_size": 16,
+    config = {**({"model": model} if model else {}),
+              "data": {"name": "text", "paths": [str(base.parent / "corpus.txt")], "block_size": 16,
                        "val_fraction": 0.2},
               "optimizer": {"name": "adamw", "lr": 5e-2}, "hooks": [lora], "metrics": ["loss"],
               "train": {"init_from": str(base), "max_steps": 3, "batch_size": 4, "eval_every": 3,
@@ -145,8 +146,8 @@ def test_export_of_a_lora_run_writes_merged_weights_transformers_loads_with_the_
 
 @pytest.mark.parametrize("lora, train, message", [
     ({**LORA, "targets": ["*.attn.qkv", "*.attn.query"]}, {},
-     'targets[1] "*.attn.query" matches no linear layer of the model; its linear layers are: blocks.*.attn.proj, '
-     "blocks.*.attn.qkv, blocks.*.mlp.fc"),
+     ('targets[1] "*.attn.query" matches no linear layer of the model; its linear layers are: blocks.*.attn.proj, '
+      "blocks.*.attn.qkv, blocks.*.mlp.fc")),
     (LORA, {"freeze_backbone": True}, "train.freeze_backbone would freeze the adapters too"),
     ({**LORA, "adapters_from": "no-such-folder"}, {}, "adapters_from: cannot read no-such-folder/adapter_model"),
     ({**LORA, "targets": ["*"]}, {"model": {"tie_embeddings": True}},
