@@ -276,6 +276,9 @@ def _saved_config(run_dir: Path) -> dict:
 #: The sections each command that rebuilds a saved run uses; it validates only these.
 EVALUATE_SECTIONS = ("data", "cleaning", "tokenizer", "model", "attention", "objective", "metrics", "train")
 GENERATE_SECTIONS = ("tokenizer", "model", "attention", "objective", "train")
+#: Export rebuilds the model as it was trained: a hook part's build wrapper may have changed it (``lora`` adds
+#: adapters, which it merges at export through hookformer_export_model).
+EXPORT_SECTIONS = (*GENERATE_SECTIONS, "hooks")
 
 
 def _validate_saved(raw: dict, run_dir: Path, args, sections: tuple[str, ...] | None = None):
@@ -484,7 +487,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, GENERATE_SECTIONS)
+    config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, EXPORT_SECTIONS)
 
     from hookformer.core import checkpoint
     from hookformer.core.interop import export_hf
