@@ -31,7 +31,7 @@ from pydantic import Field
 
 from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
-from hookformer.core.parts import BuildContext, PartOptions, Tokenizer
+from hookformer.core.parts import BuildContext, PartOptions, SpecialTokens, Tokenizer
 from hookformer.plugins.data.common import cache_root, hf_cache
 from hookformer.plugins.data.tabular import first_bad_record, record_format
 from hookformer.plugins.data.text_files import resolve_paths
@@ -97,7 +97,7 @@ class PairsSource:
         tables, lengths = {}, {}
         for split, pairs in self._splits.items():
             sources, targets = _encode(tokenizer, pairs.sources), _encode(tokenizer, pairs.targets)
-            tables[split] = seq2seq_table(sources, targets, tokenizer, self.max_source_tokens,
+            tables[split] = seq2seq_table(sources, targets, tokenizer.special, self.max_source_tokens,
                                           self.max_target_tokens)
             lengths[split] = {"source": length_summary(sources, self.max_source_tokens - 1),
                               "target": length_summary(targets, self.max_target_tokens - 1)}
@@ -105,11 +105,11 @@ class PairsSource:
         return tables
 
 
-def seq2seq_table(sources: list[list[int]], targets: list[list[int]], tokenizer: Tokenizer, max_source_tokens: int,
+def seq2seq_table(sources: list[list[int]], targets: list[list[int]], special: SpecialTokens, max_source_tokens: int,
                   max_target_tokens: int) -> dict[str, torch.Tensor]:
-    """The examples table of tokenized pairs (fields in the module docstring), each side cut to its maximum with
-    its end-of-sequence token kept, padded to the longest example."""
-    special = tokenizer.special
+    """The examples table (or batch) of tokenized pairs (fields in the module docstring), each side cut to its
+    maximum with its end-of-sequence token kept, padded to the longest example. The denoising objectives build
+    their batches with it too."""
     encoder = [[*ids[:max_source_tokens - 1], special.eos] for ids in sources]
     labels = [[*ids[:max_target_tokens - 1], special.eos] for ids in targets]
     input_ids, attention_mask = _padded(encoder, special.pad)
