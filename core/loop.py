@@ -381,10 +381,12 @@ class Run:
         return loss_sum / max(1, items), tokens
 
     def evaluate(self) -> dict:
-        """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time)."""
+        """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time); metrics of
+        generated text generate for their own number of validation examples."""
         cfg = self.train_cfg
         return evaluate(self.model, self.objective, self.metrics, self.val_table, batch_size=cfg.batch_size,
-                        max_examples=cfg.eval_batches * cfg.batch_size, device=self.device, autocast=self._autocast)
+                        max_examples=cfg.eval_batches * cfg.batch_size, device=self.device, autocast=self._autocast,
+                        tokenizer=self.tokenizer)
 
     def baselines(self) -> dict[str, float]:
         """What the objective scores without looking at the input (see the Objective protocol), on the evaluation

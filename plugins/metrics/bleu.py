@@ -19,6 +19,8 @@ class BLEUOptions(GenerationOptions):
 
 
 class BLEUMetric(TextMetric):
+    keys = ("bleu",)
+
     def __init__(self, options: BLEUOptions):
         super().__init__(options)
         self._bleu = BLEU(tokenize=options.tokenize, lowercase=options.lowercase)

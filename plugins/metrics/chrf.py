@@ -16,6 +16,8 @@ class CHRFOptions(GenerationOptions):
 
 
 class CHRFMetric(TextMetric):
+    keys = ("chrf",)
+
     def __init__(self, options: CHRFOptions):
         super().__init__(options)
         self._chrf = CHRF(word_order=options.word_order, lowercase=options.lowercase)

@@ -23,7 +23,10 @@ class GenerationOptions(PartOptions):
 
 
 class TextMetric:
-    """Collects predicted texts and their references; ``score(predictions, references)`` gives the values."""
+    """Collects predicted texts and their references; ``score(predictions, references)`` gives the values of
+    ``keys``."""
+
+    keys: tuple[str, ...] = ()
 
     def __init__(self, options: GenerationOptions):
         self.max_examples = options.max_examples
@@ -41,8 +44,10 @@ class TextMetric:
         self.references.extend(result.references)
 
     def compute(self) -> dict[str, float]:
+        """The scores of the texts collected since ``reset``; NaN when there are none (results without texts, such
+        as the engine's probe pass, still show which keys the metric reports)."""
         if not self.predictions:
-            return {}
+            return dict.fromkeys(self.keys, float("nan"))
         return self.score(self.predictions, self.references)
 
     def score(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:

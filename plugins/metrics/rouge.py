@@ -17,6 +17,8 @@ class ROUGEOptions(GenerationOptions):
 
 
 class ROUGEMetric(TextMetric):
+    keys = TYPES
+
     def __init__(self, options: ROUGEOptions):
         super().__init__(options)
         self._scorer = RougeScorer(list(TYPES), use_stemmer=options.use_stemmer)
