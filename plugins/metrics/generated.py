@@ -20,6 +20,10 @@ class GenerationOptions(PartOptions):
     max_examples: int = Field(64, ge=1, le=1_000_000, description="generate for the first this many validation "
                               "examples at each evaluation (generation is slow)")
     max_new_tokens: int = Field(48, ge=1, le=100_000, description="longest generated text, in tokens")
+    num_beams: int = Field(1, ge=1, le=64, description="1: greedy decoding (the most likely token at each step); "
+                           "more: beam search with this many beams (slower)")
+    length_penalty: float = Field(1.0, ge=-10.0, le=10.0, description="beam search: a finished text scores its "
+                                  "summed log-probability / length ** length_penalty (above 0 favours longer ones)")
 
 
 class TextMetric:
@@ -62,7 +66,9 @@ def reference_streams(references: list[list[str]]) -> list[list[str | None]]:
 
 
 def decoding(options: GenerationOptions):
-    """The evaluation's decoding for ``options``."""
+    """The evaluation's decoding for ``options``: deterministic (greedy or beam search), so that every evaluation
+    scores the model the same way."""
     from hookformer.core.generate import Decoding  # torch, only when a metric is built
 
-    return Decoding(max_new_tokens=options.max_new_tokens, greedy=True)
+    return Decoding(max_new_tokens=options.max_new_tokens, greedy=True, num_beams=options.num_beams,
+                    length_penalty=options.length_penalty)
