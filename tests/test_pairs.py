@@ -148,3 +148,17 @@ def test_code_summaries_from_the_standard_library_conform_to_the_data_kit(tmp_pa
     assert all(target.split() and source.startswith(("def", "class", "async")) for source, target in
                zip(validation.sources, validation.targets))
     assert not set(train.sources) & set(validation.sources)
+
+
+def test_hookformer_data_shows_the_lengths_and_truncations_of_both_sides(tmp_path):
+    from hookformer.core.report import format_report
+
+    records = [("a" * 30, "b" * 3), ("c" * 4, "d" * 20), ("e", "f"), ("g" * 2, "h" * 2)]
+    source = build(write(tmp_path / "p.jsonl", records), tmp_path, max_source_tokens=10, max_target_tokens=6)
+    source.prepare(TOKENIZER)
+    text = format_report(source.report)
+    assert "token lengths before truncation" in text
+    train_rows = {line.split()[1]: line.split() for line in text.splitlines() if line.strip().startswith("train ")}
+    assert set(train_rows) == {"source", "target"}
+    assert sum(int(row[-1]) for row in train_rows.values()) + sum(
+        source.report["lengths"]["validation"][side]["truncated"] for side in ("source", "target")) == 2
