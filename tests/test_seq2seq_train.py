@@ -50,32 +50,33 @@ def test_the_seq2seq_objectives_conform_to_the_objective_kit():
 
 def run_config(tmp_path, **sections) -> dict:
     raw = compose(None, [])
-    raw.update(tokenizer={"name": "byte"}, model=TINY, hooks=[], scheduler={"name": "constant", "warmup_steps": 5},
-               optimizer={"name": "adamw", "lr": 3e-3}, **sections)
+    raw.update({"tokenizer": {"name": "byte"}, "model": TINY, "hooks": [], "optimizer": {"name": "adamw", "lr": 3e-3},
+                "scheduler": {"name": "constant", "warmup_steps": 5}, **sections})
     return raw
 
 
 @pytest.mark.slow
-def test_a_tiny_encoder_decoder_learns_to_reverse_words_and_reports_bleu_and_rouge(tmp_path):
+def test_a_tiny_encoder_decoder_learns_to_reverse_word_order_and_reports_bleu_and_rouge(tmp_path):
     rng = random.Random(0)
-    words = ["".join(rng.choices("abcdefgh", k=rng.randint(3, 6))) for _ in range(800)]
-    (tmp_path / "reverse.jsonl").write_text("".join(json.dumps({"source": w, "target": w[::-1]}) + "\n"
-                                                    for w in words))
+    words = ["red", "blue", "cat", "dog", "sun", "moon", "tree", "car"]
+    lines = [rng.choices(words, k=rng.randint(2, 4)) for _ in range(800)]
+    (tmp_path / "reverse.jsonl").write_text("".join(
+        json.dumps({"source": " ".join(line), "target": " ".join(line[::-1])}) + "\n" for line in lines))
     raw = run_config(tmp_path, data={"name": "pairs", "paths": [str(tmp_path / "reverse.jsonl")],
-                                     "max_source_tokens": 8, "max_target_tokens": 8, "val_fraction": 0.05},
+                                     "max_source_tokens": 24, "max_target_tokens": 24, "val_fraction": 0.05},
                      objective={"name": "seq2seq"},
-                     metrics=["loss", "accuracy", {"name": "bleu", "max_examples": 40, "max_new_tokens": 8},
-                              {"name": "rouge", "max_examples": 40, "max_new_tokens": 8}],
+                     metrics=["loss", "accuracy", {"name": "bleu", "max_examples": 40, "max_new_tokens": 24},
+                              {"name": "rouge", "max_examples": 40, "max_new_tokens": 24}],
                      train={"max_steps": 200, "batch_size": 32, "eval_every": 100, "eval_batches": 2,
                             "sample_tokens": 0, "progress": False, "device": "cpu"})
     run = Run(validate(raw, Catalog.load()), tmp_path / "run")
     before = run.evaluate()
     summary = run.train()
-    assert summary["val_loss"] < 0.5 * before["val_loss"] and summary["val_accuracy"] > 0.5
+    assert summary["val_loss"] < 0.2 * before["val_loss"] and summary["val_accuracy"] > 0.8
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if "val_bleu" in r][-1]
     assert {"val_bleu", "val_rouge1", "val_rouge2", "val_rougeL", "val_accuracy"} <= set(last)
-    assert last["val_bleu"] > before["val_bleu"]
+    assert before["val_bleu"] < 1 and last["val_bleu"] > 20 and last["val_rougeL"] > 0.5
 
 
 @pytest.mark.slow
