@@ -91,3 +91,15 @@ def test_span_corruption_loss_falls_on_the_builtin_corpus(tmp_path):
     before = run.evaluate()["val_loss"]
     summary = run.train()
     assert summary["val_loss"] < 0.7 * before
+
+
+def test_the_code_summaries_recipe_is_shipped_and_validates_over_the_default_run():
+    from pathlib import Path
+
+    from hookformer.core.config import recipes
+
+    assert "code_summaries" in recipes()
+    config = validate(compose(Path("code_summaries"), []), Catalog.load())
+    assert (config.parts["model"].name, config.parts["objective"].name, config.parts["data"].name) == \
+        ("encoder_decoder", "seq2seq", "code_summaries")
+    assert [metric.name for metric in config.metrics] == ["loss", "accuracy", "bleu", "rouge"]
