@@ -30,8 +30,8 @@ def evaluate(model, objective, metrics: list, table: dict, *, batch_size: int, m
 
     A metric that scores generated text declares ``generation`` (a :class:`~hookformer.core.generate.Decoding`) and
     ``max_examples``: it is also updated with a result whose ``predictions`` are the model's outputs for the first
-    ``max_examples`` of the evaluated rows, decoded by ``tokenizer``, and whose ``references`` are those rows' labels (see
-    :func:`generated_texts`). Metrics asking for the same generation share it."""
+    ``max_examples`` of the evaluated rows, decoded by ``tokenizer``, and whose ``references`` are those rows'
+    labels (see :func:`generated_texts`). Metrics asking for the same generation share it."""
     model.eval()
     for metric in metrics:
         metric.reset()
@@ -71,8 +71,8 @@ def generated_texts(model, table: dict, decoding, tokenizer, *, max_examples: in
     """(predictions, references) for the first ``max_examples`` rows of ``table``, which must have ``labels``
     (-100 where nothing is to be predicted). An encoder-decoder (``model.encoder_decoder``) reads each row's source
     (``input_ids`` where ``attention_mask`` is 1) and generates from the beginning-of-sequence token; a decoder
-    continues each row's prompt (the tokens before the first label). The reference is the labeled tokens; both
-    are cut at the end-of-sequence token and decoded."""
+    continues each row's prompt (the tokens before the first label). The reference is the labeled tokens, decoded
+    (decoding drops the end-of-sequence token; generation already stops there)."""
     from hookformer.core.generate import generate  # the evaluation of metrics of generated text only
 
     if "labels" not in table:
@@ -80,7 +80,7 @@ def generated_texts(model, table: dict, decoding, tokenizer, *, max_examples: in
                           f"(the target of data pairs, the response of prompt_response); this data has only "
                           f"{', '.join(table)}.")
     encoder_decoder = getattr(model, "encoder_decoder", False)
-    eos, rows = tokenizer.special.eos, min(max_examples, len(table["input_ids"]))
+    rows = min(max_examples, len(table["input_ids"]))
     predictions, references = [], []
     for start in range(0, rows, batch_size):
         batch = table_rows(table, slice(start, min(start + batch_size, rows)))
@@ -93,8 +93,8 @@ def generated_texts(model, table: dict, decoding, tokenizer, *, max_examples: in
             sources = None
             prompts = [_prompt(ids, row, keep) for ids, row, keep in zip(batch["input_ids"], labels, mask)]
         outputs = generate(model, prompts, decoding, tokenizer=tokenizer, sources=sources, device=device)
-        predictions += [tokenizer.decode(_until(list(ids), eos)) for ids in outputs]
-        references += [[tokenizer.decode(_until(row[row != IGNORE].tolist(), eos))] for row in labels]
+        predictions += [tokenizer.decode(ids) for ids in outputs]
+        references += [[tokenizer.decode(row[row != IGNORE].tolist())] for row in labels]
     return predictions, references
 
 
@@ -102,10 +102,6 @@ def _prompt(ids: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> list
     """A decoder's prompt: the tokens before the first labeled one (all real tokens when none is labeled)."""
     labeled = (labels != IGNORE).nonzero()
     return ids[:int(labeled[0]) if len(labeled) else int(keep.sum())].tolist()
-
-
-def _until(ids: list[int], stop: int) -> list[int]:
-    return ids[:ids.index(stop)] if stop in ids else ids
 
 
 def evaluate_checkpoint(config: RunConfig, run_dir: Path, checkpoint_dir: Path, *, split: str = "validation",

@@ -6,7 +6,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext

@@ -1,7 +1,6 @@
 """Sequence-to-sequence objectives: ``seq2seq`` (teacher-forced target cross-entropy) and the denoising objectives
 ``span_corruption`` (T5) and ``text_infilling`` (BART), whose corruption functions are pure and tested on their own."""
 
-import math
 from collections import Counter
 
 import numpy as np

@@ -96,7 +96,7 @@ def copy_task(tmp_path, metrics, max_steps=1):
 
 
 def test_evaluation_scores_greedy_generations_of_the_first_max_examples_with_the_libraries_numbers(tmp_path):
-    from hookformer.core.evaluate import evaluate, generated_texts
+    from hookformer.core.evaluate import generated_texts
     from hookformer.core.generate import Decoding
 
     run = copy_task(tmp_path, ["loss", {"name": "bleu", "max_examples": 5, "max_new_tokens": 6},

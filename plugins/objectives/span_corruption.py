@@ -40,8 +40,8 @@ def random_segmentation(total: int, segments: int, rng: np.random.Generator) -> 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
     """(noise tokens, noise spans) of a sequence of ``length`` >= 2 tokens."""
-    noise = min(max(int(round(length * noise_density)), 1), length - 1)
-    spans = max(1, int(round(noise / mean_span_length)))
+    noise = min(max(round(length * noise_density), 1), length - 1)
+    spans = max(1, round(noise / mean_span_length))
     return noise, min(spans, noise, length - noise)
 
 

@@ -39,7 +39,7 @@ def span_lengths(total: int, poisson_lambda: float, rng: np.random.Generator) ->
 def text_infilling(tokens: list[int], mask_id: int, mask_ratio: float, poisson_lambda: float,
                    rng: np.random.Generator) -> list[int]:
     """The corrupted source of ``tokens`` (see the module docstring)."""
-    masked = int(round(len(tokens) * mask_ratio))
+    masked = round(len(tokens) * mask_ratio)
     if masked == 0:
         return list(tokens)
     lengths = span_lengths(masked, poisson_lambda, rng)
