@@ -27,7 +27,7 @@ from hookformer.core.config import EarlyStoppingConfig, RunConfig, is_hf_model_d
 from hookformer.core.distributed import World
 from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
 from hookformer.core.evaluate import evaluate
-from hookformer.core.generate import generate
+from hookformer.core.generate import Decoding, generate, is_encoder_decoder
 from hookformer.core.objective import compute
 from hookformer.core.parts import RunView, Shapes, is_decoder
 from hookformer.core.precision import check_bf16
@@ -408,10 +408,12 @@ class Run:
         return loss_sum / max(1, items), tokens
 
     def evaluate(self) -> dict:
-        """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time)."""
+        """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time); metrics of
+        generated text generate for their own number of validation examples."""
         cfg = self.train_cfg
         return evaluate(self.model, self.objective, self.metrics, self.val_table, batch_size=cfg.batch_size,
-                        max_examples=cfg.eval_batches * cfg.batch_size, device=self.device, autocast=self._autocast)
+                        max_examples=cfg.eval_batches * cfg.batch_size, device=self.device, autocast=self._autocast,
+                        tokenizer=self.tokenizer)
 
     def baselines(self) -> dict[str, float]:
         """What the objective scores without looking at the input (see the Objective protocol), on the evaluation
@@ -511,21 +513,27 @@ class Run:
         return {**{k: v for k, v in best.items() if k != "step"}, "best_step": best["step"]}
 
     def write_samples(self) -> None:
+        """samples.txt: a greedy and two sampled continuations of ``train.sample_prompt`` (an encoder-decoder
+        translates it: the prompt is its source)."""
         cfg = self.train_cfg
         if cfg.sample_tokens == 0:
             return
-        if not is_decoder(self.model):
+        encoder_decoder = is_encoder_decoder(self.model)
+        if not encoder_decoder and not is_decoder(self.model):
             self.log("no samples: the model is an encoder (model.causal: false), and text generation needs a decoder")
             return
-        prompt = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]
-        generator = torch.Generator().manual_seed(cfg.seed)
-        kinds = [("greedy", {"greedy": True})] + [
-            (f"sampled (temperature {cfg.sample_temperature}, top-k {cfg.sample_top_k})",
-             {"temperature": cfg.sample_temperature, "top_k": cfg.sample_top_k}) for _ in range(2)]
+        text = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]
+        prompt, sources = ([self.tokenizer.special.bos], [text]) if encoder_decoder else (text, None)
+        sampled = Decoding(max_new_tokens=cfg.sample_tokens, temperature=cfg.sample_temperature,
+                           top_k=cfg.sample_top_k, seed=cfg.seed)
+        kinds = [("greedy", sampled.model_copy(update={"greedy": True}), 1),
+                 (f"sampled (temperature {cfg.sample_temperature}, top-k {cfg.sample_top_k})", sampled, 2)]
         texts = []
-        for title, how in kinds:
-            ids = generate(self.model, prompt, cfg.sample_tokens, generator=generator, device=self.device, **how)
-            texts.append(f"--- {title} ---\n{self.tokenizer.decode(ids)}\n")
+        for title, decoding, count in kinds:
+            outputs = generate(self.model, [prompt] * count, decoding, tokenizer=self.tokenizer,
+                               sources=None if sources is None else sources * count, device=self.device)
+            for ids in outputs:
+                texts.append(f"--- {title} ---\n{self.tokenizer.decode(ids if encoder_decoder else prompt + ids)}\n")
         output = "".join(texts)
         if not self.world.is_main:
             return
