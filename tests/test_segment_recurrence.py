@@ -3,7 +3,8 @@ segment memory equal a written-out reference (per block: the previous segments' 
 concatenated before the segment's, projected to keys and values by the current weights, RoPE with the segment's
 positions after the memory's, a causal mask aligned to the end), for every built-in kernel; with a memory that holds
 the whole past they equal the forward pass over the concatenated sequence; no gradient reaches past segments; what
-the memory cannot read is refused."""
+the memory cannot read is refused. SegmentStreams, the batch order that feeds it, continues each row's stream from
+batch to batch and resumes from its state."""
 
 import math
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hookformer.core.errors import ConfigError
+from hookformer.core.sampler import SegmentStreams
 from hookformer.plugins.attention.naive import naive_attention
 from hookformer.plugins.attention.sdpa import sdpa_attention
 from hookformer.plugins.attention.triton_flash import TritonFlashAttention, TritonFlashOptions
@@ -181,3 +183,52 @@ def test_calls_the_memory_cannot_continue_are_refused(second_call, message):
         model(ids, segment_memory=memory)
         with pytest.raises(ConfigError, match=message):
             second_call(model, ids, memory)
+
+
+def packed(rows=7, block=6):
+    return torch.arange(rows * block).view(rows, block)
+
+
+def test_segment_streams_give_row_i_of_batch_n_segment_n_of_contiguous_stream_i_and_start_over():
+    # 42 tokens in 2 streams of 4-token segments: 5 segments (20 tokens) each, the last 2 tokens left out.
+    streams = SegmentStreams(packed(), streams=2, segment_length=4)
+    assert streams.num_segments == 5 and streams.starts_over
+    batches = [streams.next_batch(2)["input_ids"] for _ in range(5)]
+    assert torch.equal(torch.cat(batches, dim=1), torch.arange(40).view(2, 20))
+    assert streams.starts_over and streams.epoch == 1
+    assert torch.equal(streams.next_batch(2)["input_ids"], batches[0])
+
+
+def test_segment_streams_resumed_from_their_state_give_the_batches_of_the_uninterrupted_order():
+    streams = SegmentStreams(packed(), streams=3)
+    for _ in range(3):
+        streams.next_batch(3)
+    resumed = SegmentStreams(packed(), streams=3)
+    resumed.load_state_dict(streams.state_dict())
+    for _ in range(4):  # across the epoch boundary (2 segments per stream)
+        assert torch.equal(resumed.next_batch(3)["input_ids"], streams.next_batch(3)["input_ids"])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SegmentStreams(packed(), streams=2).next_batch(3), "2 rows"),
+    (lambda: SegmentStreams(packed(1, 6), streams=2), "fewer streams"),
+    (lambda: SegmentStreams(packed(), streams=2).load_state_dict(SegmentStreams(packed(), 3).state_dict()),
+     "cut as"),
+])
+def test_segment_streams_refuse_batches_data_and_states_they_cannot_continue(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_loop_over_segment_streams_with_a_segment_memory_computes_the_reference_logits_of_each_stream():
+    model = tiny_xl(sdpa_attention, 8)
+    tokens = torch.randint(0, VOCAB, (6, 6), generator=torch.Generator().manual_seed(3))
+    streams = SegmentStreams(tokens, streams=2, segment_length=SEGMENT)
+    logits = []
+    with torch.no_grad():
+        for _ in range(streams.num_segments):
+            if streams.starts_over:
+                memory = model.new_segment_memory()
+            logits.append(model(streams.next_batch(2)["input_ids"], segment_memory=memory))
+        expected = reference_segments(model, streams.segments, 8)
+    torch.testing.assert_close(torch.cat(logits, dim=1), expected, rtol=0, atol=1e-5)
