@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hookformer.core.config import default_recipe, merge, validate
 from hookformer.core.errors import ConfigError
 from hookformer.core.sampler import SegmentStreams
 from hookformer.plugins.attention.naive import naive_attention
@@ -18,6 +19,7 @@ from hookformer.plugins.attention.sdpa import sdpa_attention
 from hookformer.plugins.attention.triton_flash import TritonFlashAttention, TritonFlashOptions
 from hookformer.plugins.models.encoder_decoder import EncoderDecoderOptions
 from hookformer.plugins.models.transformer import Transformer, TransformerOptions
+from hookformer.registry.catalog import Catalog
 
 KERNELS = {"naive": lambda: naive_attention, "sdpa": lambda: sdpa_attention,
            "triton_flash": lambda: TritonFlashAttention(TritonFlashOptions())}
@@ -158,6 +160,11 @@ def test_an_all_ones_attention_mask_gives_the_logits_of_no_mask():
 def test_memory_length_without_a_causal_rope_decoder_is_refused_naming_the_option(options):
     with pytest.raises(ValueError, match="memory_length"):
         TransformerOptions(**{"positions": "rope", "memory_length": 4, **options})
+
+
+def test_a_run_config_with_memory_length_and_learned_positions_is_a_config_error_that_says_to_use_rope():
+    with pytest.raises(ConfigError, match=r"model: .*memory_length \(4\).*positions: rope"):
+        validate(merge(default_recipe(), {"model": {"memory_length": 4}}), Catalog.load())
 
 
 def test_the_encoder_decoder_fixes_memory_length_at_zero():

@@ -96,7 +96,7 @@ class TransformerOptions(PartOptions):
             raise ValueError(f"memory_length ({self.memory_length}) needs a decoder with relative positions: "
                              f"causal: true and positions: rope (got causal: {str(self.causal).lower()}, positions: "
                              f"{self.positions}); added position vectors would number each segment from 0 again. "
-                             "Set them, or memory_length: 0")
+                             "Set model.positions: rope (with causal: true), or memory_length: 0")
         return self
 
     @property
