@@ -9,6 +9,7 @@ Transformer-XL's segment recurrence (``new_segment_memory``)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -477,6 +478,8 @@ class Transformer(nn.Module):
         self.max_seq_len = max_seq_len
         self.d_model = opts.d_model
         self.causal = opts.causal
+        self.memory_length = opts.memory_length
+        self._scoped_segment_memory: SegmentMemory | None = None  # see segment_memory_scope
         self.cross_attention = cross_attention
         self.tok_emb = nn.Embedding(vocab_size, opts.d_model)
         if opts.type_vocab_size:
@@ -536,6 +539,16 @@ class Transformer(nn.Module):
             raise ConfigError("segment recurrence needs model.memory_length > 0 (the past tokens each block keeps, "
                               "e.g. --set model.memory_length=128, with positions: rope)")
         return SegmentMemory(len(self.blocks), self.opts.memory_length)
+
+    @contextlib.contextmanager
+    def segment_memory_scope(self, segment_memory: SegmentMemory):
+        """Within it, a forward call given no ``segment_memory`` uses this one: a training loop hands the memory to
+        the calls an objective makes without changing the objective."""
+        outer, self._scoped_segment_memory = self._scoped_segment_memory, segment_memory
+        try:
+            yield segment_memory
+        finally:
+            self._scoped_segment_memory = outer
 
     def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None, document_ids=None, *,
                       cache: KVCache | None = None, memory=None, memory_mask=None,
@@ -641,11 +654,14 @@ class Transformer(nn.Module):
                 segment_memory: SegmentMemory | None = None):
         """(B, T) ids -> (B, T, vocab) logits; with ``heads``, a dict of the named heads' outputs. With ``cache``
         (``new_cache()``), ``input_ids`` are the new tokens only; with ``segment_memory``
-        (``new_segment_memory()``), the next segment of each row's stream (see ``hidden_states``)."""
+        (``new_segment_memory()``, or the one of an enclosing ``segment_memory_scope``), the next segment of each
+        row's stream (see ``hidden_states``)."""
         if decoder_input_ids is not None or decoder_attention_mask is not None:
             raise ConfigError("the batch has decoder_input_ids (a source and a target, from a sequence-to-sequence "
                               "objective or pairs data), but model transformer reads one sequence: use the "
                               "encoder-decoder model (model.name: encoder_decoder)")
+        if segment_memory is None:
+            segment_memory = self._scoped_segment_memory
         hidden = self.hidden_states(input_ids, attention_mask, token_type_ids, document_ids, cache=cache,
                                     segment_memory=segment_memory)
         if heads is None:
