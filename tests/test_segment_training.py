@@ -171,3 +171,22 @@ def test_the_memory_refusal_is_a_config_error_before_the_run_writes_anything(tmp
     with pytest.raises(ConfigError, match="Set train.order: streams"):
         make_run(tmp_path, docs_corpus, "train.order=shuffled")
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_with_segment_memories_follow_the_single_process_loss_curve(tmp_path, docs_corpus, strategy):
+    # Each rank's rows are its own streams with its own memory: the global step equals the single process's.
+    from test_distributed import LAUNCHER, hookformer, losses
+
+    (tmp_path / "launch.py").write_text(LAUNCHER, encoding="utf-8")
+    config = config_file(tmp_path, docs_corpus, max_steps=4, checkpoint_every=4, eval_every=4)
+    curves = {}
+    for nproc in (1, 2):
+        done = hookformer(tmp_path, "train", str(config), "--run-dir", str(tmp_path / f"on-{nproc}"),
+                          "--set", f"train.distributed.strategy={strategy if nproc > 1 else 'none'}",
+                          "--set", f"train.batch_size={4 // nproc}", nproc=nproc)
+        assert done.returncode == 0, done.stderr
+        curves[nproc] = losses(tmp_path / f"on-{nproc}")
+    assert [step for step, _ in curves[2]] == [1, 2, 3, 4]
+    assert [loss for _, loss in curves[2]] == pytest.approx([loss for _, loss in curves[1]], rel=1e-5)
