@@ -86,7 +86,7 @@ class TableStream:
 
 class SegmentStreams:
     """A :class:`~hookformer.core.parts.BatchStream` for segment recurrence (a model's segment memory, e.g. the
-    transformer's ``memory_length``): the rows of a packed ``input_ids`` (N, T) read in order as one token stream,
+    transformer's ``memory_length``; ``train.order: streams`` trains on it): the rows of a packed ``input_ids`` (N, T) read in order as one token stream,
     cut into ``streams`` contiguous streams of ``segment_length``-token segments (T by default); batch n holds segment
     n of every stream, so row i of each batch continues row i of the one before. The tail that does not fill a
     segment of every stream is left out; after the last segment the streams start over (``starts_over`` says when:
