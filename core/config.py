@@ -76,6 +76,11 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(16, gt=0, description="sequences per micro-batch on each rank (global batch: "
                             "batch_size x ranks x grad_accum_steps)")
     grad_accum_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    order: Literal["shuffled", "streams"] = Field(
+        "shuffled", description="the order of the training examples: shuffled, a seeded permutation per epoch; "
+        "streams, consecutive segments of batch_size x ranks contiguous streams (row i of every micro-batch continues "
+        "row i of the one before), as segment recurrence (a model memory_length) needs. streams needs map-style "
+        "data and reads only its input_ids")
     seed: int = Field(1337, ge=0, lt=2**32, description="seed for weights, data order, dropout and sampling")
     eval_every: int = Field(200, gt=0, description="evaluate every N steps (and at the end)")
     eval_batches: int = Field(20, gt=0, description="validation batches per evaluation")

@@ -31,7 +31,7 @@ from hookformer.core.generate import Decoding, generate, is_encoder_decoder
 from hookformer.core.objective import compute
 from hookformer.core.parts import RunView, Shapes, is_decoder
 from hookformer.core.precision import check_bf16
-from hookformer.core.sampler import TableStream, as_table, table_rows
+from hookformer.core.sampler import SegmentStreams, TableStream, as_table, table_rows
 
 
 #: The hidden run directory into which a run imports the Hugging Face model its ``train.init_from`` names.
@@ -47,18 +47,19 @@ def resolve_device(name: str) -> str:
 
 
 def accumulate_gradients(model, objective, batches: list[dict], autocast=contextlib.nullcontext,
-                         world: World = World()) -> tuple[float, int, int]:
+                         world: World = World(), scopes: list | None = None) -> tuple[float, int, int]:
     """Backpropagate the objective over micro-batches and leave the gradient of the mean loss over all their items.
 
     Objectives return summed losses; the accumulated gradient is divided once by the total item count, so any split
     of a batch into micro-batches gives the gradient of the one large batch. Under data parallelism ``model`` is the
     wrapped module, the totals are over every rank's micro-batches, and the division accounts for the wrapper's
-    gradient reduction averaging over the ranks. Returns (loss sum, items, tokens), summed over the ranks.
+    gradient reduction averaging over the ranks. ``scopes``: a context manager per micro-batch, entered around its
+    forward pass (a segment memory's). Returns (loss sum, items, tokens), summed over the ranks.
     """
     loss_sum, items, tokens = 0.0, 0, 0
     for i, batch in enumerate(batches):
         with world.no_sync(model) if i < len(batches) - 1 else contextlib.nullcontext():
-            with autocast():
+            with scopes[i] if scopes else contextlib.nullcontext(), autocast():
                 result = compute(objective, model, batch)
             result.loss_sum.backward()
         loss_sum += float(result.loss_sum.detach())
@@ -195,12 +196,13 @@ class Run:
         self.log("preparing data")
         splits = assembly.prepare_data()
         self.data, self.tokenizer = assembly.data(), assembly.tokenizer()
-        # A table is drawn from in seeded order; a streaming source hands over its own resumable stream.
         train = splits["train"]
         self.train_table = None if hasattr(train, "next_batch") else as_table(train)
-        self.train_stream = train if self.train_table is None else TableStream(self.train_table, cfg.seed)
         self.val_table = as_table(splits["validation"])
         self.model, self.objective = assembly.model(), assembly.objective()  # the objective attaches its task heads
+        self.train_stream = self._train_stream(train)
+        # Segment recurrence: this rank's memory of its streams (train.order streams), never checkpointed.
+        self.segment_memory = None
         if pretrained is not None:
             self._load_pretrained(source)
             if imported:  # its weights are in the model: the imported copy has served
@@ -264,6 +266,52 @@ class Run:
         if unused:
             notes.append(f"heads of the checkpoint not used: {', '.join(unused)}")
         self.log("; ".join(notes))
+
+    def _train_stream(self, train):
+        """The training batches in ``train.order``: a table drawn in seeded order, or cut into contiguous streams read
+        segment by segment; a streaming source hands over its own resumable stream."""
+        cfg = self.train_cfg
+        memory_length = getattr(self.model, "memory_length", 0)
+        if cfg.order == "shuffled":
+            if memory_length:
+                raise ConfigError(f"model.memory_length is {memory_length} (segment recurrence), but train.order is "
+                                  "shuffled: the memory would carry the context of unrelated text into each batch. "
+                                  "Set train.order: streams (consecutive segments of contiguous streams), or "
+                                  "model.memory_length: 0.")
+            return train if self.train_table is None else TableStream(self.train_table, cfg.seed)
+        if self.train_table is None:
+            raise ConfigError("train.order is streams, but the data source streams its batches itself (a BatchStream) "
+                              "and cannot be cut into contiguous streams: use a map-style data source, or "
+                              "train.order: shuffled.")
+        extra = [name for name in self.train_table if name != "input_ids"]
+        if extra:
+            raise ConfigError(f"train.order streams reads only input_ids, cutting the text into contiguous streams "
+                              f"across examples, but the training examples also have {', '.join(extra)}, which "
+                              "belong to single examples: use data options without them (e.g. data.document_mask: "
+                              "false), or train.order: shuffled.")
+        if cfg.compile:
+            raise ConfigError("train.order streams cannot be combined with train.compile yet (the segment memory "
+                              "grows over the first segments, so the compiled shapes would change): set "
+                              "train.compile: false.")
+        if memory_length and not hasattr(self.model, "segment_memory_scope"):
+            raise ConfigError("the model has a memory_length but no segment_memory_scope(memory), through which the "
+                              "loop hands it its segment memory (see the Model protocol): add it to the model.")
+        if not memory_length:
+            self.log("note: train.order is streams but the model keeps no memory (model.memory_length 0): each "
+                     "segment is trained on without its past")
+        try:
+            return SegmentStreams(self.train_table["input_ids"], cfg.batch_size * self.world.size)
+        except ValueError as exc:
+            raise ConfigError(f"train.order streams: {exc}.") from None
+
+    def _segment_memory_scope(self):
+        """The context of the next training micro-batch's forward pass, asked before it is drawn: with segment
+        recurrence the model reads this rank's memory, a new one where the streams start over and after a resume."""
+        if self.train_cfg.order != "streams" or not getattr(self.model, "memory_length", 0):
+            return contextlib.nullcontext()
+        if self.segment_memory is None or self.train_stream.starts_over:
+            self.segment_memory = self.model.new_segment_memory()
+        return self.model.segment_memory_scope(self.segment_memory)
 
     def _freeze_backbone(self) -> None:
         """``train.freeze_backbone``: only the task heads (``heads.*``) keep requires_grad."""
@@ -391,11 +439,14 @@ class Run:
         self.model.train()
         # Every rank draws the same global micro-batch and trains on its slice: the data position stays the same on
         # every rank, and the step equals a single process's with batch_size x ranks.
+        # With train.order streams a rank's rows are its own streams, and micro-batches are consecutive segments.
         mine = slice(world.rank * cfg.batch_size, (world.rank + 1) * cfg.batch_size)
-        batches = [self._batch(table_rows(self.train_stream.next_batch(cfg.batch_size * world.size), mine))
-                   for _ in range(cfg.grad_accum_steps)]
+        batches, scopes = [], []
+        for _ in range(cfg.grad_accum_steps):
+            scopes.append(self._segment_memory_scope())
+            batches.append(self._batch(table_rows(self.train_stream.next_batch(cfg.batch_size * world.size), mine)))
         loss_sum, items, tokens = accumulate_gradients(self.train_model, self.objective, batches, self._autocast,
-                                                       world)
+                                                       world, scopes)
         params = [p for p in self.model.parameters() if p.grad is not None]
         self.last_grad_norm = None
         if cfg.clip_grad_norm is not None:

@@ -313,6 +313,13 @@ class Model(Protocol):
     cache, the decoder ids are the new target tokens; the first call keeps the source's cross-attention keys and
     values (and its padding mask) in the cache, so later calls may leave the source out. ``max_seq_len`` bounds the
     source and the target. A model that reads one sequence refuses ``decoder_input_ids``.
+
+    Optional, segment recurrence (Transformer-XL): ``memory_length`` (0 or left out: none), ``new_segment_memory()``
+    returns an empty memory, and ``model(input_ids, segment_memory=memory)`` reads the next segment of each row's
+    stream, attending over (and then adding to) what the memory holds of the earlier ones; unlike the cache, the
+    memory carries hidden states without gradient between training steps. ``segment_memory_scope(memory)``, a
+    context manager, makes calls without ``segment_memory`` use ``memory``: the loop trains with it under
+    ``train.order: streams`` without the objectives knowing.
     """
 
     d_model: int

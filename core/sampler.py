@@ -1,5 +1,6 @@
-"""The order in which training examples are visited: a seeded permutation per epoch, with a resumable position;
-and the examples table (a dict of tensors with one row per example) that data parts hand to the engine."""
+"""The order in which training examples are visited: a seeded permutation per epoch, with a resumable position, or
+consecutive segments of contiguous streams (segment recurrence); and the examples table (a dict of tensors with one
+row per example) that data parts hand to the engine."""
 
 from __future__ import annotations
 
@@ -81,3 +82,56 @@ class TableStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+
+
+class SegmentStreams:
+    """A :class:`~hookformer.core.parts.BatchStream` for segment recurrence (a model's segment memory, e.g. the
+    transformer's ``memory_length``; ``train.order: streams`` trains on it): the rows of a packed ``input_ids`` (N, T) read in order as one token stream,
+    cut into ``streams`` contiguous streams of ``segment_length``-token segments (T by default); batch n holds segment
+    n of every stream, so row i of each batch continues row i of the one before. The tail that does not fill a
+    segment of every stream is left out; after the last segment the streams start over (``starts_over`` says when:
+    a custom loop then starts a new memory). The position (epoch, segment) is the state: a run resumed from it sees
+    the same batches, but whatever memory the model held is not part of it (a resumed loop starts with an empty
+    memory). Only ``input_ids`` is read: segments cross document boundaries, as a stream does."""
+
+    def __init__(self, input_ids: torch.Tensor, streams: int, segment_length: int | None = None):
+        length = segment_length or input_ids.shape[-1]
+        per_stream = input_ids.numel() // streams // length * length
+        if streams < 1 or length < 1 or per_stream == 0:
+            raise ValueError(f"{input_ids.numel()} tokens cannot be cut into {streams} streams of at least one "
+                             f"{length}-token segment: use fewer streams (the batch size), shorter segments, or more "
+                             "data")
+        self.streams, self.segment_length = streams, length
+        self.segments = input_ids.flatten()[:streams * per_stream].view(streams, per_stream)
+        self.num_segments = per_stream // length
+        self.epoch = 0
+        self.index = 0
+
+    @property
+    def starts_over(self) -> bool:
+        """Whether the next batch is the first segment of every stream (no earlier segment to remember)."""
+        return self.index == 0
+
+    def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """The next segment of every stream: ``{"input_ids": (streams, segment_length)}``."""
+        if batch_size != self.streams:
+            raise ValueError(f"the segment streams were cut for batches of {self.streams} rows (one per stream), "
+                             f"asked for {batch_size}: each row must continue the same stream")
+        start = self.index * self.segment_length
+        batch = {"input_ids": self.segments[:, start:start + self.segment_length]}
+        self.index += 1
+        if self.index == self.num_segments:
+            self.epoch, self.index = self.epoch + 1, 0
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "streams": self.streams,
+                "num_segments": self.num_segments, "segment_length": self.segment_length}
+
+    def load_state_dict(self, state: dict) -> None:
+        layout = {key: state.get(key) for key in ("streams", "num_segments", "segment_length")}
+        if layout != {key: getattr(self, key) for key in layout}:
+            raise ValueError(f"the checkpoint's data position was taken on segment streams cut as {layout}, the data "
+                             f"is now cut as streams {self.streams}, num_segments {self.num_segments}, segment_length "
+                             f"{self.segment_length}: resume with the data, batch size and options it was saved with")
+        self.epoch, self.index = state["epoch"], state["index"]

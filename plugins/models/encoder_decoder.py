@@ -29,6 +29,7 @@ class EncoderDecoderOptions(TransformerOptions):
     type_vocab_size: Literal[0] = Field(0, description="fixed at 0: no segment embeddings")
     pooler: Literal[False] = Field(False, description="fixed at false: sentence-level heads read the decoder's "
                                    "hidden states (add_head)")
+    memory_length: Literal[0] = Field(0, description="fixed at 0: segment recurrence is for decoders reading a stream")
 
     def transformer_options(self, **changes) -> TransformerOptions:
         """These options as the transformer's, with ``changes``."""

@@ -4,10 +4,12 @@ RMSNorm, SwiGLU or ReLU^2 MLP, grouped-query attention, QK-norm, logit soft-capp
 the defaults give the GPT-2 model, parameter names included. BERT's pieces (post-norm blocks, an embedding norm,
 exact GELU, the masked-LM head transform) are options too. A decoder decodes incrementally with a KV cache
 (``new_cache``), and the same Block with a cross-attention sub-layer makes the decoder of the encoder-decoder
-(plugins/models/encoder_decoder.py)."""
+(plugins/models/encoder_decoder.py). With ``memory_length`` a decoder reads consecutive segments of a stream with
+Transformer-XL's segment recurrence (``new_segment_memory``)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -71,6 +73,12 @@ class TransformerOptions(PartOptions):
     lm_head_transform: bool = Field(False, description="BERT's masked-LM prediction head: dense, GELU (exact with "
                                     "mlp gelu_exact, else tanh) and a norm before the output projection, which then "
                                     "has a bias")
+    memory_length: int = Field(0, ge=0, description="segment recurrence (Transformer-XL): each block's "
+                               "self-attention also attends over the last memory_length hidden states that entered "
+                               "it in the previous segments (kept without gradient in a segment memory, see "
+                               "new_segment_memory), for decoders trained on consecutive segments of a stream; 0: off. "
+                               "Needs causal: true and positions: rope (scores then depend on relative positions "
+                               "only)")
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
@@ -85,6 +93,11 @@ class TransformerOptions(PartOptions):
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"positions: rope turns pairs of a head's dimensions, so the head dimension d_model / "
                              f"n_head ({self.head_dim}) must be even; change d_model or n_head")
+        if self.memory_length and (not self.causal or self.positions != "rope"):
+            raise ValueError(f"memory_length ({self.memory_length}) needs a decoder with relative positions: "
+                             f"causal: true and positions: rope (got causal: {str(self.causal).lower()}, positions: "
+                             f"{self.positions}); added position vectors would number each segment from 0 again. "
+                             "Set model.positions: rope (with causal: true), or memory_length: 0")
         return self
 
     @property
@@ -196,6 +209,28 @@ class KVCache:
             self.memory_mask = self.memory_mask.index_select(0, index.to(self.memory_mask.device))
 
 
+class SegmentMemory:
+    """Transformer-XL's memory (``model.new_segment_memory()``): per block, the hidden states that entered it in the
+    previous segments, (B, at most memory_length, d_model), detached so no gradient reaches past segments. Keys and
+    values are computed from them by the current weights at every call. Row i of every call must continue the text
+    of row i of the previous call; start a new memory where a stream starts over."""
+
+    def __init__(self, n_layer: int, capacity: int):
+        self.capacity = capacity
+        self.states: list[torch.Tensor | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        """The number of past tokens held (the same for every block)."""
+        return 0 if self.states[0] is None else self.states[0].shape[1]
+
+    def keep(self, layer: int, x: torch.Tensor) -> None:
+        """Append the current segment's input ``x`` (B, T, C) of block ``layer``, keeping the last ``capacity``."""
+        previous = self.states[layer]
+        held = x if previous is None else torch.cat((previous, x), dim=1)
+        self.states[layer] = held[:, -self.capacity:].detach()
+
+
 class Attention(nn.Module):
     """What self- and cross-attention share: the head layout, QK-norm, the key/value heads' repetition (grouped-query
     attention), the kernel call and the output projection. Positions (RoPE), QK-norm and the repetition all happen
@@ -252,9 +287,11 @@ class SelfAttention(Attention):
         self.rotary = Rotary(self.head_dim, opts.rope_base) if opts.positions == "rope" else None
 
     def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None,
-                cache: KVSlot | None = None):
+                cache: KVSlot | None = None, previous: torch.Tensor | None = None):
         """With ``cache``, ``x`` holds the new tokens only: their keys and values are appended to the cache's, and
-        their queries attend over all of them (``key_padding_mask`` then covers every token so far)."""
+        their queries attend over all of them (``key_padding_mask`` then covers every token so far). ``previous``
+        (B, M, C), the (normed) hidden states of a segment memory, adds M keys and values before the tokens', at
+        positions 0..M-1: the tokens' positions start at M."""
         qkv = self.qkv(x)
         if unpadded is not None:
             qkv = unpadded.pad(qkv)
@@ -264,11 +301,26 @@ class SelfAttention(Attention):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:
-            start = 0 if cache is None else cache.length
+            start = cache.length if cache is not None else 0 if previous is None else previous.shape[1]
             q, k = self.rotary(q, start), self.rotary(k, start)
         if cache is not None:
             k, v = cache.extend(k, v)
+        if previous is not None:
+            k_mem, v_mem = self._memory_keys(previous)
+            k, v = torch.cat((k_mem, k), dim=-2), torch.cat((v_mem, v), dim=-2)
         return self.attend(q, k, v, key_padding_mask, document_ids, unpadded)
+
+    def _memory_keys(self, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (RoPE from position 0, QK-norm) and values of a segment memory's hidden states (B, M, C), by the key
+        and value rows of ``qkv``: the memory's queries are never used."""
+        width = self.n_head * self.head_dim
+        bias = None if self.qkv.bias is None else self.qkv.bias[width:]
+        b, m, _ = previous.shape
+        kv = F.linear(previous, self.qkv.weight[width:], bias).view(b, m, 2 * self.kv_heads, self.head_dim)
+        k, v = kv.transpose(1, 2).chunk(2, dim=1)
+        if self.qk_norm:
+            k = self.k_norm(k)
+        return self.rotary(k), v
 
 
 class CrossAttention(Attention):
@@ -357,12 +409,16 @@ class Block(nn.Module):
         return x + self.drop(sublayer(norm(x)))
 
     def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None,
-                cache: tuple[KVSlot, KVSlot | None] | None = None, memory=None, memory_mask=None):
+                cache: tuple[KVSlot, KVSlot | None] | None = None, memory=None, memory_mask=None, previous=None):
         """``x``: (B, T, C), or (N, C) real tokens when ``unpadded`` says where they sit. ``cache``: this block's
         (self-attention, cross-attention) slots of a :class:`KVCache`. ``memory``, ``memory_mask``: the encoder's
-        output and the source's padding mask, for the cross-attention sub-layer."""
+        output and the source's padding mask, for the cross-attention sub-layer. ``previous``: this block's hidden
+        states of a :class:`SegmentMemory` (B, M, C), normed as ``x`` is before the self-attention."""
         self_slot, cross_slot = cache if cache is not None else (None, None)
-        x = self._residual(x, self.norm1, lambda h: self.attn(h, key_padding_mask, document_ids, unpadded, self_slot))
+        if previous is not None and not self.post_norm:
+            previous = self.norm1(previous)
+        x = self._residual(x, self.norm1,
+                           lambda h: self.attn(h, key_padding_mask, document_ids, unpadded, self_slot, previous))
         if self.cross_attention:
             x = self._residual(x, self.cross_norm,
                                lambda h: self.cross_attn(h, memory, memory_mask, unpadded, cross_slot))
@@ -422,6 +478,8 @@ class Transformer(nn.Module):
         self.max_seq_len = max_seq_len
         self.d_model = opts.d_model
         self.causal = opts.causal
+        self.memory_length = opts.memory_length
+        self._scoped_segment_memory: SegmentMemory | None = None  # see segment_memory_scope
         self.cross_attention = cross_attention
         self.tok_emb = nn.Embedding(vocab_size, opts.d_model)
         if opts.type_vocab_size:
@@ -473,14 +531,39 @@ class Transformer(nn.Module):
                               "depends on the tokens after it, so nothing computed can be kept as the text grows")
         return KVCache(len(self.blocks), self.cross_attention)
 
+    def new_segment_memory(self) -> SegmentMemory:
+        """An empty :class:`SegmentMemory` for segment recurrence (``memory_length``): pass it as
+        ``segment_memory`` to the calls on consecutive segments; each call attends over it and then adds its own
+        hidden states."""
+        if not self.opts.memory_length:
+            raise ConfigError("segment recurrence needs model.memory_length > 0 (the past tokens each block keeps, "
+                              "e.g. --set model.memory_length=128, with positions: rope)")
+        return SegmentMemory(len(self.blocks), self.opts.memory_length)
+
+    @contextlib.contextmanager
+    def segment_memory_scope(self, segment_memory: SegmentMemory):
+        """Within it, a forward call given no ``segment_memory`` uses this one: a training loop hands the memory to
+        the calls an objective makes without changing the objective."""
+        outer, self._scoped_segment_memory = self._scoped_segment_memory, segment_memory
+        try:
+            yield segment_memory
+        finally:
+            self._scoped_segment_memory = outer
+
     def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None, document_ids=None, *,
-                      cache: KVCache | None = None, memory=None, memory_mask=None):
+                      cache: KVCache | None = None, memory=None, memory_mask=None,
+                      segment_memory: SegmentMemory | None = None):
         """(B, T) ids -> (B, T, d_model) after the final norm. ``attention_mask``: (B, T), True/1 on real tokens.
 
         With ``cache`` the ids are the new tokens only, their positions continue from ``cache.length``, and
         ``attention_mask`` covers every token so far (B, cache.length + T). ``memory`` (B, S, d_model) and
-        ``memory_mask`` (B, S) feed the cross-attention sub-layers."""
+        ``memory_mask`` (B, S) feed the cross-attention sub-layers. With ``segment_memory`` (``new_segment_memory``)
+        the ids are the next segment of each row's stream: every block also attends over the hidden states the
+        memory holds, then the memory keeps this segment's."""
         b, t = input_ids.shape
+        if segment_memory is not None:
+            self._check_segment_memory(segment_memory, b, attention_mask, document_ids, cache)
+            attention_mask = None  # all ones: checked
         start = 0 if cache is None else cache.length
         if start + t > self.max_seq_len:
             raise ConfigError(f"a sequence of {start + t} tokens is longer than model.max_seq_len "
@@ -522,9 +605,28 @@ class Transformer(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             slots = None if cache is None else (cache.self_attn[i], cache.cross_attn[i])
-            x = block(x, key_padding_mask, document_ids, unpadded, slots, memory, memory_mask)
+            previous = None if segment_memory is None else segment_memory.states[i]
+            y = block(x, key_padding_mask, document_ids, unpadded, slots, memory, memory_mask, previous)
+            if segment_memory is not None:
+                segment_memory.keep(i, x)
+            x = y
         x = self.norm(x)
         return x if unpadded is None else unpadded.pad(x)
+
+    @staticmethod
+    def _check_segment_memory(segment_memory: SegmentMemory, batch: int, attention_mask, document_ids, cache) -> None:
+        """Refuse what segment recurrence cannot read: the memory holds whole rows of unpadded streams."""
+        if cache is not None or document_ids is not None:
+            raise ConfigError("a segment memory (segment recurrence) cannot be combined with a KV cache or "
+                              "document_ids: pass segments of one stream per row, without a cache")
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ConfigError("segment recurrence reads consecutive segments of streams without padding, but the "
+                              "attention_mask has zeros: pack the text into full segments (or leave out the mask)")
+        held = segment_memory.states[0]
+        if held is not None and held.shape[0] != batch:
+            raise ConfigError(f"the segment memory holds {held.shape[0]} streams, the batch has {batch} rows: each "
+                              "row must continue the stream of the same row in the previous call (start a new "
+                              "memory with new_segment_memory() for another batch)")
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The language-model head, soft-capped to (-cap, cap) with ``logit_softcap``."""
@@ -548,14 +650,20 @@ class Transformer(nn.Module):
         return outputs
 
     def forward(self, input_ids, attention_mask=None, *, token_type_ids=None, document_ids=None, heads=None,
-                cache: KVCache | None = None, decoder_input_ids=None, decoder_attention_mask=None):
+                cache: KVCache | None = None, decoder_input_ids=None, decoder_attention_mask=None,
+                segment_memory: SegmentMemory | None = None):
         """(B, T) ids -> (B, T, vocab) logits; with ``heads``, a dict of the named heads' outputs. With ``cache``
-        (``new_cache()``), ``input_ids`` are the new tokens only (see ``hidden_states``)."""
+        (``new_cache()``), ``input_ids`` are the new tokens only; with ``segment_memory``
+        (``new_segment_memory()``, or the one of an enclosing ``segment_memory_scope``), the next segment of each
+        row's stream (see ``hidden_states``)."""
         if decoder_input_ids is not None or decoder_attention_mask is not None:
             raise ConfigError("the batch has decoder_input_ids (a source and a target, from a sequence-to-sequence "
                               "objective or pairs data), but model transformer reads one sequence: use the "
                               "encoder-decoder model (model.name: encoder_decoder)")
-        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids, document_ids, cache=cache)
+        if segment_memory is None:
+            segment_memory = self._scoped_segment_memory
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids, document_ids, cache=cache,
+                                    segment_memory=segment_memory)
         if heads is None:
             return self.lm_logits(hidden)
         return self.outputs(hidden, attention_mask, heads)
