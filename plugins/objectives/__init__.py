@@ -34,4 +34,8 @@ def hookformer_parts():
                  "head at every position, scored where the data puts a label (each word's first sub-word piece)",
                  factory=f"{_HERE}.token_classification:build",
                  options=f"{_HERE}.token_classification:TokenClassificationOptions"),
+        PartSpec("objective", "electra", "replaced-token detection (ELECTRA): a small generator (an MLM over the "
+                 "same embeddings, saved with the run) fills masked positions, the model says at every position "
+                 "which tokens were replaced; use with model.causal: false", factory=f"{_HERE}.electra:build",
+                 options=f"{_HERE}.electra:ElectraOptions"),
     ]
