@@ -9,10 +9,11 @@ run's SentencePiece tokenizer) on the built-in corpus, through the command line 
   (forward and backward) of the built parts on a batch of the same shape, so the load on the machine plays no part.
 
 Each pretrained encoder is then fine-tuned with the ``stdlib_areas`` recipe (``hookformer finetune RUN
-stdlib_areas``, --finetune-steps steps, docstrings cut to --finetune-length tokens) and the table prints its validation accuracy (final and best) and loss, the
-majority-class baseline, and each pretraining's first and last training loss (ELECTRA's generator and
-discriminator losses at its last evaluation too). The two arms run side by side (one process each, so a burst
-of load on a shared machine hits both); wall seconds are printed for information only.
+stdlib_areas``, --finetune-steps steps, docstrings cut to --finetune-length tokens) and the table prints its
+validation accuracy (final and best) and loss, the majority-class baseline, and each pretraining's first and last
+training loss (ELECTRA's generator and discriminator losses at its last evaluation too). The two arms run side by
+side (one process each, so a burst of load on a shared machine hits both); wall seconds are printed for information
+only.
 
     python benchmarks/electra_vs_mlm.py                      # the defaults below
     python benchmarks/electra_vs_mlm.py --steps 600 --finetune-steps 300
@@ -130,12 +131,14 @@ def main_(argv=None) -> None:
           f"(ratio {ratio:.3f}): mlm trains {mlm_steps} steps for electra's {args.steps}", flush=True)
     root = args.root or Path(tempfile.mkdtemp(prefix="electra_vs_mlm-"))
     root.mkdir(parents=True, exist_ok=True)
+    plan = (("electra", electra, args.steps), ("mlm", mlm, mlm_steps))
     arms = [(name, pretraining(objective, steps, args.layers, args.width, args.block), root, args.finetune_steps,
-             args.finetune_length) for name, objective, steps in (("electra", electra, args.steps), ("mlm", mlm, mlm_steps))]
+             args.finetune_length) for name, objective, steps in plan]
     with ProcessPoolExecutor(len(arms), mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = list(pool.map(run, *zip(*arms)))
     print(f"\nencoder {args.layers} x {args.width}, block {args.block}, batch {BATCH}; stdlib_areas fine-tuning "
-          f"{args.finetune_steps} steps of {args.finetune_length} tokens; majority-class accuracy {rows[0]['majority']:.3f}; runs in {root}")
+          f"{args.finetune_steps} steps of {args.finetune_length} tokens; majority-class accuracy "
+          f"{rows[0]['majority']:.3f}; runs in {root}")
     print("| pretraining | steps | train loss first -> last | areas val accuracy (final / best) | areas val loss "
           "| wall s (pretrain + finetune) |")
     print("|---|---|---|---|---|---|")
@@ -144,9 +147,10 @@ def main_(argv=None) -> None:
               f"{row['val_accuracy']:.3f} / {row['best_val_accuracy']:.3f} | {row['val_loss']:.3f} | "
               f"{row['pretrain_s']:.0f} + {row['finetune_s']:.0f} |")
     electra_eval = rows[0]["pretrain_eval"]
-    print(f"\nelectra at its last evaluation: val_loss_generator {electra_eval.get('val_loss_generator', float('nan')):.3f}"
-          f", val_loss_discriminator {electra_eval.get('val_loss_discriminator', float('nan')):.3f}, "
-          f"val_accuracy (replaced-token detection) {electra_eval.get('val_accuracy', float('nan')):.3f}")
+    generator, discriminator, detection = (electra_eval.get(key, float("nan")) for key in (
+        "val_loss_generator", "val_loss_discriminator", "val_accuracy"))
+    print(f"\nelectra at its last evaluation: val_loss_generator {generator:.3f}, val_loss_discriminator "
+          f"{discriminator:.3f}, val_accuracy (replaced-token detection) {detection:.3f}")
     difference = rows[0]["val_accuracy"] - rows[1]["val_accuracy"]
     print(f"electra - mlm, final areas val accuracy: {difference:+.3f}")
 

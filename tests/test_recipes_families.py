@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hookformer.core.cli import main
 from hookformer.core.config import compose, recipes, validate
 from hookformer.core.parts import BuildContext
@@ -111,6 +110,13 @@ def test_full_sentence_blocks_hold_whole_consecutive_sentences_across_documents(
     train = tables["train"]["input_ids"]
     inner = train[:, 1:] == byte.special.sep
     assert inner.sum() > len(train)
+
+
+def test_full_sentence_data_conforms(data_conformance, tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in ENGLISH * 4))
+    data_conformance("sentences", {"task": "full_sentences", "block_size": 64, "val_fraction": 0.25,
+                                   "source": {"name": "text", "paths": [str(corpus)]}})
 
 
 @pytest.mark.slow

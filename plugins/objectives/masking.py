@@ -11,8 +11,9 @@ run's seeded RNG, or a fixed seed in evaluation).
 - ``pieces``: from the tokenizer's own pieces, for space-delimited text. A token begins a word when its text begins
   with whitespace after another token (SentencePiece's ``▁``, byte-level BPE's leading space), when the token before
   it ends with whitespace (byte and character tokenizers), or when it or the token before it is punctuation only
-  (``word.`` is two words). A token of whitespace only ends the word before it. WordPiece continuations (``##ing``) join the word before them. Read once per vocabulary
-  id from ``tokenizer.decode``, so any tokenizer serves.
+  (``word.`` is two words). A token of whitespace only ends the word before it. WordPiece continuations
+  (``##ing``) join the word before them. Read once per vocabulary id from ``tokenizer.decode``, so any tokenizer
+  serves.
 - ``jieba``: from the Chinese word segmenter ``jieba`` (imported only when this source is built), for Chinese text.
   Each run of regular tokens is decoded to text, segmented, and mapped back onto its tokens through the tokenizer's
   ``encode_with_offsets`` (see the Tokenizer protocol): a token begins a word when its first character begins a
@@ -122,8 +123,8 @@ class MaskingOptions(PartOptions):
     def _shares_fit(self):
         shares = self.replace_with_mask + self.replace_with_similar + self.replace_with_random
         if shares > 1.0 + 1e-9:
-            raise ValueError(f"replace_with_mask + replace_with_similar + replace_with_random is {shares:g}; it must be "
-                             "at most 1 (the rest stays unchanged)")
+            raise ValueError(f"replace_with_mask + replace_with_similar + replace_with_random is {shares:g}; it must "
+                             "be at most 1 (the rest stays unchanged)")
         return self
 
 
