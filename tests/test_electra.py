@@ -196,3 +196,17 @@ def test_electras_loss_falls_on_a_small_corpus(tmp_path, monkeypatch):
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in history if "loss" in r]
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:5]) / 5
+
+
+@pytest.mark.slow
+def test_the_electra_vs_mlm_benchmark_pretrains_both_at_equal_flops_and_fine_tunes_them(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "electra_vs_mlm.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--root", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith(("| electra ", "| mlm "))]
+    assert [row[1].strip() for row in rows] == ["electra", "mlm"]
+    assert "ratio" in done.stdout and "electra - mlm, final areas val accuracy" in done.stdout
