@@ -12,9 +12,9 @@ objective needs). Each raises AssertionError naming what differs.
   ``reference`` (default: softmax attention; a kernel that declares a ``variant`` must give the function it
   computes); returns the number of cases checked.
 - ``tokenizer_conformance(NAME, options={...}, other_options=None)``: round trip, special ids, batch encoding,
-  fingerprint, and the same mapping when built again in the run directory; with ``other_options``, a tokenizer
-  built with them that maps text otherwise must have another fingerprint. Trainable tokenizers train on the
-  fixture's corpus.
+  fingerprint, offsets (when it has ``encode_with_offsets``), and the same mapping when built again in the run
+  directory; with ``other_options``, a tokenizer built with them that maps text otherwise must have another
+  fingerprint. Trainable tokenizers train on the fixture's corpus.
 - ``objective_conformance(NAME, options={...}, batch=None, **sections)``: result fields, a summed loss, gradient
   accumulation (4 x 2 == 1 x 8) on ``batch`` (default: the first 8 training examples of the data).
 - ``optimizer_conformance(NAME, options={...})``: built from the engine's parameter groups; resumes bit-identically.

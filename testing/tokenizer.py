@@ -1,9 +1,10 @@
 """Tokenizer conformance: exact round trip on mixed-script text, special ids, batch encoding, a stable fingerprint,
-and the same mapping when the tokenizer is built again in its run directory (how resume, evaluate and generate get
-it back)."""
+the same mapping when the tokenizer is built again in its run directory (how resume, evaluate and generate get
+it back), and, for a tokenizer with the optional ``encode_with_offsets``, offsets that map its tokens onto the text."""
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from hookformer.core.parts import Tokenizer
@@ -48,6 +49,8 @@ def check_tokenizer(tokenizer: Tokenizer, rebuild: Callable[[], Tokenizer] | Non
         assert decoded == text, f"round trip differs: {text!r} -> {text_ids} -> {decoded!r}"
     assert tokenizer.encode_batch(list(texts)) == encoded, \
         "encode_batch(texts) differs from [encode(t) for t in texts]"
+    if hasattr(tokenizer, "encode_with_offsets"):
+        check_offsets(tokenizer, texts)
     fingerprint = tokenizer.fingerprint()
     assert isinstance(fingerprint, str) and fingerprint, f"fingerprint() must be a non-empty str, got {fingerprint!r}"
     assert tokenizer.fingerprint() == fingerprint, "fingerprint() changes between two calls"
@@ -60,3 +63,29 @@ def check_tokenizer(tokenizer: Tokenizer, rebuild: Callable[[], Tokenizer] | Non
     if other is not None and any(other.encode(text) != text_ids for text, text_ids in zip(texts, encoded)):
         assert other.fingerprint() != fingerprint, \
             f"another mapping has the same fingerprint {fingerprint!r}: data caches would mix them"
+
+
+def check_offsets(tokenizer: Tokenizer, texts: tuple[str, ...] = MIXED_TEXTS) -> None:
+    """AssertionError naming what differs unless ``tokenizer.encode_with_offsets`` gives, on each text, the ids of
+    ``encode`` and one ``(start, end)`` span per token, inside the text, with starts and ends never going back, such
+    that the tokens touching each word (a run of non-blank characters) spell it: the new characters each adds, in
+    order, are the word, give or take blanks around it (a token may carry the space before a word)."""
+    for text in texts:
+        ids, offsets = tokenizer.encode_with_offsets(text)
+        assert list(ids) == tokenizer.encode(text), f"encode_with_offsets({text!r}) gives other ids than encode"
+        assert len(offsets) == len(ids), \
+            f"encode_with_offsets({text!r}) gives {len(offsets)} offsets for {len(ids)} tokens"
+        for n, (start, end) in enumerate(offsets):
+            assert 0 <= start <= end <= len(text), \
+                f"encode_with_offsets({text!r}): token {n} span ({start}, {end}) is outside the text"
+            if n:
+                assert start >= offsets[n - 1][0] and end >= offsets[n - 1][1], \
+                    f"encode_with_offsets({text!r}): token {n} span ({start}, {end}) goes back from {offsets[n - 1]}"
+        for word in re.finditer(r"\S+", text):
+            spelled, covered = [], word.start()
+            for start, end in offsets:
+                if start < word.end() and end > word.start() and end > covered:
+                    spelled.append(text[max(start, covered):end])
+                    covered = end
+            assert "".join(spelled).strip() == word.group(), \
+                f"encode_with_offsets({text!r}): the tokens of {word.group()!r} spell {''.join(spelled)!r}"

@@ -169,8 +169,11 @@ def test_nested_options_of_sources_and_combined_objectives_are_reported_with_fie
     raw["objective"] = {"name": "combined", "objectives": ["mlm", {"name": "sop", "weight": 0.5}]}
     config = validate(raw, catalog)
     dumped = config.dump()["objective"]
-    assert dumped["objectives"][0] == {"name": "mlm", "weight": 1.0, "mask_prob": 0.15, "replace_with_mask": 0.8,
-                                       "replace_with_random": 0.1, "eval_seed": 0}
+    assert dumped["objectives"][0] == {"name": "mlm", "weight": 1.0, "mask_prob": 0.15, "masking": "token",
+                                       "word_boundaries": "pieces", "span_lengths": "macbert", "max_span_words": 4,
+                                       "replace_with_mask": 0.8, "replace_with_similar": 0.0,
+                                       "replace_with_random": 0.1, "similar_words": "embeddings",
+                                       "similar_top_k": 8, "eval_seed": 0}
     assert validate(config.dump(), catalog).dump() == config.dump()
 
 

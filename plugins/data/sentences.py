@@ -1,5 +1,5 @@
 """Data part ``sentences``: sentence-level pretraining examples for the objectives ``sop``, ``nsp`` and
-``sentence_order``.
+``sentence_order``, and RoBERTa's full-sentence blocks for ``mlm``.
 
 Documents come from another data part (``source``: ``builtin``, the Python documentation, or ``text``, local text
 and JSONL files), which reads them and splits them into training and validation documents; examples of each split
@@ -14,6 +14,9 @@ padding). ``task`` chooses which:
 - ``permutation``: ``[cls] s1 [sep] s2 [sep] ...``, a span of 2 to ``max_sentences`` consecutive sentences in a
   random order; ``sentence_order_labels`` holds each sentence's original index (0 = it came first) at the
   sentence's first token and -100 elsewhere.
+- ``full_sentences`` (RoBERTa): ``[cls] s1 s2 ... [sep]``, as many whole consecutive sentences as fit in the block,
+  continuing into the next document (with a ``[sep]`` between documents) and padded; a sentence longer than the
+  block fills one example on its own, cut to the block. No labels: the masked-LM objective draws its masks.
 
 Pairs carry ``token_type_ids`` (0 for ``[cls] A [sep]``, 1 for ``B [sep]`` and padding 0), so the model needs
 ``type_vocab_size: 2``. A pair longer than the block is cut from the start of A and the end of B, which keeps the
@@ -65,9 +68,9 @@ class SentencesOptions(DataOptions):
         {"name": "builtin"}, description="the data part that reads the documents: {name: builtin, ...} or {name: "
         "text, paths: [...], ...} with that part's options (see hookformer plugins show data/text); block_size, "
         "val_fraction, num_proc and cache_dir are set on this part")
-    task: Literal["sop", "nsp", "permutation"] = Field(
+    task: Literal["sop", "nsp", "permutation", "full_sentences"] = Field(
         "sop", description="sop: sentence-order pairs; nsp: next-sentence pairs; permutation: shuffled spans for "
-        "sentence_order")
+        "sentence_order; full_sentences: blocks of whole sentences for mlm (RoBERTa)")
     max_sentences: int = Field(4, ge=2, description="permutation: the most sentences in a span (the sentence_order "
                                "head's classes)")
 
@@ -128,13 +131,14 @@ class SentenceSource:
         for index, split in enumerate(("train", "validation")):
             documents = self._sentences(split, tokenizer)
             rng = np.random.default_rng([self._seed, index])
-            builder = PermutationExamples if self.task == "permutation" else PairExamples
+            builder = BUILDERS.get(self.task, PairExamples)
             examples = builder(self, tokenizer, rng)
             examples.add(documents)
             if not examples.rows:
+                need = "" if self.task == "full_sentences" else "; every span needs two sentences"
                 raise DataError(f"the {split} split makes no {self.task} example (it has {len(documents)} documents "
-                                f"with {sum(map(len, documents))} sentences; every span needs two sentences): make "
-                                f"the corpus or data.val_fraction larger")
+                                f"with {sum(map(len, documents))} sentences{need}): make the corpus or "
+                                f"data.val_fraction larger")
             tables[split] = examples.table()
             stats[split] = {"sentences": sum(map(len, documents)), **examples.stats}
         self.report.update(
@@ -300,6 +304,34 @@ class PermutationExamples(_Examples):
             ids += [*sentence, self.special.sep]
             labels += [int(original)] + [IGNORE] * len(sentence)
         self.rows.append({"input_ids": ids, "sentence_order_labels": labels})
+
+
+class FullSentenceExamples(_Examples):
+    """``[cls] s1 s2 ... [sep]`` blocks of whole sentences across documents (see the module docstring)."""
+
+    def add(self, documents: list[list[list[int]]]) -> None:
+        room = self.block_size - 2  # [cls], the final [sep]
+        ids: list[int] = []
+        for document in documents:
+            if ids and len(ids) < room:
+                ids.append(self.special.sep)  # between documents
+            for sentence in document:
+                if ids and len(ids) + len(sentence) > room:
+                    self._example(ids)
+                    ids = []
+                self.stats["tokens_cut"] += max(0, len(sentence) - room)
+                ids += sentence[:room]
+        if ids:
+            self._example(ids)
+
+    def _example(self, ids: list[int]) -> None:
+        if ids[-1] == self.special.sep:  # a block that ends at a document's end needs one [sep] only
+            ids = ids[:-1]
+        self.rows.append({"input_ids": [self.special.cls, *ids, self.special.sep]})
+
+
+#: The example builder of each task (sop and nsp: pairs).
+BUILDERS = {"permutation": PermutationExamples, "full_sentences": FullSentenceExamples}
 
 
 def build(options: SentencesOptions, ctx: BuildContext) -> SentenceSource:

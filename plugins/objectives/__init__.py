@@ -34,7 +34,7 @@ def hookformer_parts():
                  "head at every position, scored where the data puts a label (each word's first sub-word piece)",
                  factory=f"{_HERE}.token_classification:build",
                  options=f"{_HERE}.token_classification:TokenClassificationOptions"),
-        # seq2seq (issue 13): encoder-decoder objectives
+        # encoder-decoder objectives
         PartSpec("objective", "seq2seq", "sequence to sequence: cross-entropy of the target tokens with teacher "
                  "forcing (label smoothing optional). Model: encoder_decoder; data: pairs or code_summaries",
                  factory=f"{_HERE}.seq2seq:build", options=f"{_HERE}.seq2seq:Seq2SeqOptions"),
@@ -45,4 +45,8 @@ def hookformer_parts():
                  "replaced by one mask token, sentences optionally permuted; reconstruct the text. Model: "
                  "encoder_decoder", factory=f"{_HERE}.text_infilling:build",
                  options=f"{_HERE}.text_infilling:TextInfillingOptions"),
+        PartSpec("objective", "electra", "replaced-token detection (ELECTRA): a small generator (an MLM over the "
+                 "same embeddings, saved with the run) fills masked positions, the model says at every position "
+                 "which tokens were replaced; use with model.causal: false", factory=f"{_HERE}.electra:build",
+                 options=f"{_HERE}.electra:ElectraOptions"),
     ]

@@ -26,6 +26,11 @@ class ByteTokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [list(text.encode("utf-8")) for text in texts]
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """``encode(text)`` and the character span of each byte token (every byte of a character covers it)."""
+        ids = self.encode(text)
+        return ids, char_spans(text, [1] * len(ids))
+
     def decode(self, ids: Iterable[int]) -> str:
         """Bytes back to text. Special and out-of-range ids are dropped; byte sequences that are not valid UTF-8
         (a model can generate them) become U+FFFD."""
@@ -33,6 +38,21 @@ class ByteTokenizer:
 
     def fingerprint(self) -> str:
         return "byte-utf8-v1"
+
+
+def char_spans(text: str, byte_lengths: Iterable[int]) -> list[tuple[int, int]]:
+    """The character spans ``(start, end)`` in ``text`` of consecutive tokens that spell its UTF-8 bytes, given each
+    token's length in bytes: a token holding some of a character's bytes covers the whole character."""
+    char_of_byte = [i for i, char in enumerate(text) for _ in range(len(char.encode("utf-8")))]
+    char_of_byte.append(len(text))
+    spans, byte = [], 0
+    for length in byte_lengths:
+        start = char_of_byte[byte]
+        byte += length
+        spans.append((start, char_of_byte[byte - 1] + 1 if length else start))
+    if byte != len(char_of_byte) - 1:
+        raise ValueError(f"the tokens spell {byte} bytes, the text has {len(char_of_byte) - 1}")
+    return spans
 
 
 def build(options: ByteTokenizerOptions, ctx: BuildContext) -> ByteTokenizer:

@@ -72,6 +72,12 @@ class HFTokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """``encode(text)`` and the library's offsets: character spans of the text (a byte-level token holding part of
+        a character covers that character; a token may include the space before a word)."""
+        encoding = self._tok.encode(text, add_special_tokens=False)
+        return encoding.ids, [tuple(span) for span in encoding.offsets]
+
     def decode(self, ids: Iterable[int]) -> str:
         """Ids back to text; special and out-of-range ids are dropped."""
         return self._tok.decode([i for i in map(int, ids) if 0 <= i < self.vocab_size and i not in self._special_ids])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from functools import cached_property
 from hashlib import sha256
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
@@ -19,6 +20,7 @@ from pydantic import Field
 
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import BuildContext, DataSource, PartOptions, SpecialTokens
+from hookformer.plugins.tokenizers.byte import char_spans
 
 #: Where a run keeps its model; a resumed run loads it instead of training again.
 MODEL_PATH = Path("tokenizer") / "sentencepiece.model"
@@ -99,6 +101,22 @@ class SentencePieceTokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         batch = self._sp.encode(texts, num_threads=self._num_threads)
         return [self._encode_with_space_symbol(t) if _SPACE_SYMBOL in t else ids for t, ids in zip(texts, batch)]
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """``encode(text)`` and the character span of each token. Pieces spell the text's UTF-8 bytes exactly
+        (identity normalization, no dummy prefix; literal U+2581 in byte pieces), so each span follows from the
+        pieces' byte lengths; the byte pieces of one character each cover that character."""
+        ids = self.encode(text)
+        lengths = self._piece_byte_lengths
+        return ids, char_spans(text, (lengths[i] for i in ids))
+
+    @cached_property
+    def _piece_byte_lengths(self) -> list[int]:
+        """Bytes of text each id spells: 1 for a byte piece, none for control symbols, else its UTF-8 length with
+        the space symbol as one space."""
+        sp = self._sp
+        return [1 if sp.is_byte(i) else 0 if i in self._dropped else
+                len(sp.id_to_piece(i).replace(_SPACE_SYMBOL, " ").encode("utf-8")) for i in range(self.vocab_size)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids back to text. Special, control and out-of-range ids are dropped; byte pieces that do not form valid
