@@ -8,7 +8,8 @@ Contenders, interleaved in one run:
 * hookformer nanogpt: the named recipe ``nanogpt`` (the same recipe), built through Assembly;
 * hookformer speedrun: the ``nanogpt`` recipe with the named recipe ``speedrun`` on top (its ideas), its own step
   budget (--speedrun-steps: the schedule's length and its step cap);
-* ablations (unless --no-ablation): speedrun with one idea turned back to nanogpt's choice.
+* ablations (unless --no-ablation): speedrun with one idea turned back to nanogpt's choice (the recipe
+  without that idea's keys).
 
 Characters: the file is ASCII, so a character is a byte; the vocabulary is the 65 characters that occur (nanoGPT's),
 and the hookformer models are built for it by Assembly with given shapes (``Shapes(65, 64)``, as
@@ -22,17 +23,31 @@ on the (shared) machine hits all of them alike; a contender stops at the first v
 cap. Seconds are training seconds (validation excluded); seconds to the target are counted at the validation that
 first reaches it, so they resolve to --eval-every steps.
 
+--default-run instead measures validation loss at equal wall time on the default run (``hookformer train``: the
+built-in corpus, its SentencePiece tokenizer trained as the run trains it, its model, batches and seed): the default
+run trains its 1000 steps (--default-steps); "default run + speedrun" (the default recipe with ``speedrun`` on top, as
+``hookformer train speedrun`` runs) and the ablations named with --ablation train as many steps as fit in the same
+wall time, their schedules sized to those steps. How many fit comes from each contender's time per step, timed first
+in interleaved rounds; then the contenders race in --slices slices of about equal time, each validated over the whole
+validation split. Every contender draws the run's batches in the same order. Repeated --repeats times with
+train.seed --seed, --seed + 1, ...; the table gives each repetition and each contender's mean and range.
+
     python benchmarks/time_to_quality.py                         # the three contenders and the ablations
     python benchmarks/time_to_quality.py --no-ablation
     python benchmarks/time_to_quality.py --quick                 # smoke test: 20 steps each; the numbers mean nothing
+    python benchmarks/time_to_quality.py --default-run --threads 1 --ablation "wsd -> cosine"
+    python benchmarks/time_to_quality.py --default-run --quick   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import math
+import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,17 +64,19 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinysha
 REFERENCE, NANOGPT, SPEEDRUN = "reference (nanoGPT recipe)", "hookformer nanogpt", "hookformer speedrun"
 TARGET, BLOCK, BATCH, NANOGPT_STEPS = 1.88, 64, 12, 2000
 SPEEDRUN_STEPS = 1000
+DEFAULT_RUN, DEFAULT_SPEEDRUN, SEED = "default run", "default run + speedrun", 1337
 
-#: Speedrun with one idea turned back to nanogpt's choice: (row label, config update).
-ABLATIONS: list[tuple[str, dict]] = [
-    ("muon -> adamw", {"optimizer": {"name": "adamw", "lr": 1.0e-3, "betas": [0.9, 0.99], "weight_decay": 0.1}}),
-    ("wsd -> cosine", {"scheduler": {"name": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1}}),
-    ("rope -> learned positions", {"model": {"positions": "learned"}}),
-    ("rmsnorm -> layernorm", {"model": {"norm": "layernorm"}}),
-    ("relu2 -> gelu", {"model": {"mlp": "gelu"}}),
-    ("qk_norm off", {"model": {"qk_norm": False}}),
-    ("untied -> tied head", {"model": {"tie_embeddings": True}}),
-    ("softcap off", {"model": {"logit_softcap": None}}),
+#: Speedrun with one idea turned back to the base recipe's choice: (row label, the keys of the ``speedrun`` recipe it
+#: leaves out, so that the base's setting, or the part's default, applies).
+ABLATIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("muon -> adamw", ("optimizer",)),
+    ("wsd -> cosine", ("scheduler",)),
+    ("rope -> learned positions", ("model.positions",)),
+    ("rmsnorm -> layernorm", ("model.norm",)),
+    ("relu2 -> gelu", ("model.mlp",)),
+    ("qk_norm off", ("model.qk_norm",)),
+    ("untied -> tied head", ("model.tie_embeddings",)),
+    ("softcap off", ("model.logit_softcap",)),
 ]
 
 
@@ -105,9 +122,10 @@ def validation_windows(ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validation_loss(contender: Contender, windows: torch.Tensor, batch: int = 256) -> float:
+def validation_loss(contender: Contender, windows: torch.Tensor, tokens: int = 16384) -> float:
+    """The mean loss per scored token over all ``windows``, in chunks of about ``tokens`` tokens."""
     total, items = 0.0, 0
-    for chunk in windows.split(batch):
+    for chunk in windows.split(max(1, tokens // windows.shape[1])):
         loss_sum, n = contender.val_sum(chunk)
         total, items = total + loss_sum, items + n
     return total / items
@@ -161,6 +179,18 @@ def recipe(name: str) -> dict:
     return read_yaml(config_file(Path(name)))
 
 
+def without(layer: dict, keys: tuple[str, ...]) -> dict:
+    """A copy of the recipe ``layer`` without the dotted ``keys`` (``"model.qk_norm"``)."""
+    out = copy.deepcopy(layer)
+    for key in keys:
+        *path, last = key.split(".")
+        section = out
+        for name in path:
+            section = section[name]
+        del section[last]
+    return out
+
+
 def hookformer_raw(*layers: dict, max_steps: int) -> dict:
     """The default recipe, then each layer (a recipe or an update), then this contender's step budget."""
     from hookformer.core.config import default_recipe, merge
@@ -171,18 +201,18 @@ def hookformer_raw(*layers: dict, max_steps: int) -> dict:
     return merge(raw, {"train": {"max_steps": max_steps, "device": "cpu"}})
 
 
-def build_hookformer(name: str, raw: dict, vocab: int) -> Contender:
+def build_hookformer(name: str, raw: dict, shapes, seed: int = 0) -> Contender:
+    """The contender ``name`` trained as ``raw`` says, its model built for ``shapes`` after ``torch.manual_seed(seed)``."""
     from hookformer.core.assemble import Assembly
     from hookformer.core.config import validate
     from hookformer.core.objective import compute
-    from hookformer.core.parts import Shapes
     from hookformer.core.precision import check_bf16
     from hookformer.registry.catalog import Catalog
 
     config = validate(raw, Catalog.load())
     check_bf16("cpu", config.train.bf16)
-    torch.manual_seed(0)
-    assembly = Assembly(config, Path("."), device="cpu", shapes=Shapes(vocab, BLOCK))
+    torch.manual_seed(seed)
+    assembly = Assembly(config, Path("."), device="cpu", shapes=shapes)
     model, objective = assembly.model(), assembly.objective()
     optimizer, scheduler = assembly.optimizer(), assembly.scheduler()
     autocast = autocast_factory("cpu", "bf16" if config.train.bf16 else "fp32")
@@ -207,43 +237,53 @@ def build_hookformer(name: str, raw: dict, vocab: int) -> Contender:
     return Contender(name, count(model), step, warm_up, val_sum, config.train.max_steps)
 
 
-def contenders(vocab: int, nanogpt_steps: int, speedrun_steps: int, ablations: list[tuple[str, dict]],
+def contenders(vocab: int, nanogpt_steps: int, speedrun_steps: int, ablations: list[tuple[str, tuple[str, ...]]],
                yardsticks: bool = True) -> list[Callable[[], Contender]]:
     """Builders of the contenders: the reference and hookformer nanogpt (unless not ``yardsticks``), speedrun and
     its ablations."""
-    nanogpt, speedrun = recipe("nanogpt"), recipe("speedrun")
+    from hookformer.core.parts import Shapes
+
+    nanogpt, speedrun, shapes = recipe("nanogpt"), recipe("speedrun"), Shapes(vocab, BLOCK)
     builders = [lambda: build_reference(vocab, nanogpt_steps),
-                lambda: build_hookformer(NANOGPT, hookformer_raw(nanogpt, max_steps=nanogpt_steps), vocab)]
+                lambda: build_hookformer(NANOGPT, hookformer_raw(nanogpt, max_steps=nanogpt_steps), shapes)]
     builders = builders if yardsticks else []
     builders.append(lambda: build_hookformer(SPEEDRUN, hookformer_raw(nanogpt, speedrun, max_steps=speedrun_steps),
-                                             vocab))
-    for label, update in ablations:
-        builders.append(lambda label=label, update=update: build_hookformer(
-            f"speedrun, {label}", hookformer_raw(nanogpt, speedrun, update, max_steps=speedrun_steps), vocab))
+                                             shapes))
+    for label, keys in ablations:
+        builders.append(lambda label=label, keys=keys: build_hookformer(
+            f"speedrun, {label}", hookformer_raw(nanogpt, without(speedrun, keys), max_steps=speedrun_steps),
+            shapes))
     return builders
 
 
 # -- the race -----------------------------------------------------------------------------------------------------------
-def race(field_: list[Contender], train: torch.Tensor, windows: torch.Tensor, every: int, target: float) -> None:
-    """Slices of ``every`` steps in turn, each followed by the contender's validation, until every one is done."""
+def timed_steps(c: Contender, batches: list[dict]) -> float:
+    """Seconds ``c`` takes to train on ``batches`` (drawn beforehand, so that drawing is not timed)."""
+    gc.collect()
+    began = time.perf_counter()
+    for batch in batches:
+        c.step(batch)
+    return time.perf_counter() - began
+
+
+def race(field_: list[Contender], draw: Callable[[Contender], dict], warm: dict, windows: torch.Tensor,
+         every: Callable[[Contender], int], target: float | None = None) -> None:
+    """Each contender warms up on ``warm``, then trains on ``draw(c)`` batches in slices of ``every(c)`` steps in turn,
+    each slice followed by the contender's validation on ``windows``, until every one is done (reached ``target``,
+    where given, or its step cap)."""
     for c in field_:
-        c.warm_up(random_batch(train, torch.Generator().manual_seed(0)))
+        c.warm_up(warm)
         c.curve.append((0, validation_loss(c, windows)))
     while not all(c.done for c in field_):
         for c in field_:
             if c.done:
                 continue
-            n = min(every, c.max_steps - c.steps)
-            batches = [random_batch(train, c.generator) for _ in range(n)]
-            gc.collect()
-            began = time.perf_counter()
-            for batch in batches:
-                c.step(batch)
-            c.seconds += time.perf_counter() - began
+            n = min(every(c), c.max_steps - c.steps)
+            c.seconds += timed_steps(c, [draw(c) for _ in range(n)])
             c.steps += n
             loss = validation_loss(c, windows)
             c.curve.append((c.steps, loss))
-            if loss <= target and c.reached is None:
+            if target is not None and loss <= target and c.reached is None:
                 c.reached = (c.steps, c.seconds)
             print(f"  {c.name:<42} step {c.steps:>5}  val {loss:.4f}  {c.seconds:7.1f} s", flush=True)
 
@@ -281,6 +321,100 @@ def report(field_: list[Contender], target: float) -> None:
         print(f"\nhookformer speedrun / reference, seconds to {target}: {share(best, reference)}x (target <= 0.5x)")
 
 
+# -- the default run at equal wall time ---------------------------------------------------------------------------------
+def default_run_data(run_dir: Path):
+    """The default run's splits, tokenized as ``hookformer train`` does (its SentencePiece model is trained into
+    ``run_dir``): (train table, validation ids, the model's shapes, batch size)."""
+    from hookformer.core.assemble import Assembly
+    from hookformer.core.config import validate
+    from hookformer.core.sampler import as_table
+    from hookformer.registry.catalog import Catalog
+
+    config = validate(hookformer_raw(max_steps=1), Catalog.load())
+    assembly = Assembly(config, run_dir, device="cpu")
+    splits = assembly.prepare_data()
+    return (as_table(splits["train"]), as_table(splits["validation"])["input_ids"], assembly.shapes(),
+            config.train.batch_size)
+
+
+def default_run_recipes(ablations: list[tuple[str, tuple[str, ...]]]) -> list[tuple[str, list[dict]]]:
+    """(contender, the recipes layered over the default run): the default run, it with ``speedrun``, and speedrun's
+    ablations over it."""
+    speedrun = recipe("speedrun")
+    return [(DEFAULT_RUN, []), (DEFAULT_SPEEDRUN, [speedrun]),
+            *((f"{DEFAULT_SPEEDRUN}, {label}", [without(speedrun, keys)]) for label, keys in ablations)]
+
+
+def ms_per_step(field_: list[Contender], draw: Callable[[Contender], dict], warm: dict, steps: int,
+                rounds: int) -> dict[str, float]:
+    """Each contender's median milliseconds per training step over ``rounds`` interleaved rounds of ``steps`` steps.
+    The contenders are spent (they have trained): race fresh ones."""
+    times: dict[str, list[float]] = {c.name: [] for c in field_}
+    for c in field_:
+        c.warm_up(warm)
+    for _ in range(rounds):
+        for c in field_:
+            times[c.name].append(1000 * timed_steps(c, [draw(c) for _ in range(steps)]) / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def equal_time(recipes_: list[tuple[str, list[dict]]], train: dict, windows: torch.Tensor, shapes, batch_size: int,
+               default_steps: int, slices: int, seed: int, calibration: tuple[int, int]) -> list[Contender]:
+    """One repetition: the default run trains its ``default_steps`` steps, every other contender as many steps as fit
+    in the same wall time, its schedule sized to them. The budgets come from each contender's time per step, timed
+    first in interleaved rounds (``calibration``: steps, rounds); then they race in ``slices`` slices each (about
+    equal times), validated after each. All draw the same batches, in the order of a run with ``train.seed`` seed."""
+    from hookformer.core.sampler import TableStream, table_rows
+
+    def field_of(steps: Callable[[str], int]) -> tuple[list[Contender], Callable[[Contender], dict]]:
+        streams = {name: TableStream(train, seed) for name, _ in recipes_}
+        built = [build_hookformer(name, hookformer_raw(*layers, max_steps=steps(name)), shapes, seed)
+                 for name, layers in recipes_]
+        return built, lambda c: streams[c.name].next_batch(batch_size)
+
+    warm = table_rows(train, list(range(batch_size)))
+    ms = ms_per_step(*field_of(lambda name: default_steps), warm, *calibration)
+    budget = default_steps * ms[DEFAULT_RUN]
+    field_, draw = field_of(lambda name: max(1, round(budget / ms[name])))
+    print("  ms/step: " + ", ".join(f"{name} {t:.0f}" for name, t in ms.items()), flush=True)
+    race(field_, draw, warm, windows, lambda c: math.ceil(c.max_steps / slices))
+    return field_
+
+
+def spread(values: list[float], spec: str) -> str:
+    """The mean, and the range where there are several values."""
+    mean = format(statistics.fmean(values), spec)
+    return mean if len(values) == 1 else f"{mean} ({format(min(values), spec)} to {format(max(values), spec)})"
+
+
+def report_equal_time(repetitions: list[list[Contender]]) -> None:
+    """Each repetition's contenders beside the default run, then each contender's mean and range over them."""
+    print("\n| repetition | contender | params | steps | train s | s / default run | final val | - default run's |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for i, field_ in enumerate(repetitions, 1):
+        base = field_[0]
+        for c in field_:
+            print(f"| {i} | {c.name} | {c.params:,} | {c.steps} | {c.seconds:.1f} | {c.seconds / base.seconds:.2f} "
+                  f"| {c.curve[-1][1]:.4f} | {c.curve[-1][1] - base.curve[-1][1]:+.4f} |")
+    print(f"\nOver {len(repetitions)} repetition(s), mean (range):\n")
+    print("| contender | steps | train s | s / default run | final val | - default run's |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for j, c in enumerate(repetitions[0]):
+        rows = [(field_[j], field_[0]) for field_ in repetitions]
+        print(f"| {c.name} | {spread([float(r.steps) for r, _ in rows], '.0f')} "
+              f"| {spread([r.seconds for r, _ in rows], '.1f')} "
+              f"| {spread([r.seconds / b.seconds for r, b in rows], '.2f')} "
+              f"| {spread([r.curve[-1][1] for r, _ in rows], '.4f')} "
+              f"| {spread([r.curve[-1][1] - b.curve[-1][1] for r, b in rows], '+.4f')} |")
+
+
+def cpu_line() -> str:
+    from hookformer.core.precision import cpu_has_native_bf16
+
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU "
+            f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help=f"tinyshakespeare's input.txt (default {DATA})")
@@ -290,31 +424,62 @@ def main(argv=None) -> int:
                         "reference and hookformer nanogpt")
     parser.add_argument("--speedrun-steps", type=int, default=SPEEDRUN_STEPS, help="schedule and cap of speedrun")
     parser.add_argument("--no-ablation", action="store_true")
-    parser.add_argument("--ablation", action="append", default=None, help="only these ablation rows (by label)")
+    parser.add_argument("--ablation", action="append", default=None, help="only these ablation rows (by label); "
+                        "with --default-run, the ablation rows to add (none unless named)")
     parser.add_argument("--no-yardsticks", action="store_true", help="leave out the reference and hookformer "
                         "nanogpt (an ablation run: rows compare with speedrun)")
+    parser.add_argument("--default-run", action="store_true", help="instead: the default run against the default "
+                                                                   "run + speedrun, at equal wall time")
+    parser.add_argument("--default-steps", type=int, default=None, help="--default-run: the default run's steps "
+                        "(default: its train.max_steps), whose wall time every contender gets")
+    parser.add_argument("--repeats", type=int, default=2, help="--default-run: repetitions, train.seed --seed, "
+                        "--seed + 1, ...")
+    parser.add_argument("--seed", type=int, default=SEED, help="--default-run: the first repetition's train.seed")
+    parser.add_argument("--slices", type=int, default=10, help="--default-run: slices (and validations) per contender")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's); 1 keeps a "
                         "machine shared with another job from oversubscribing its cores")
     parser.add_argument("--quick", action="store_true", help="smoke test: 20 steps each, one ablation row")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.default_run:
+        return main_default_run(args)
     ablations = [] if args.no_ablation else [a for a in ABLATIONS if args.ablation is None or a[0] in args.ablation]
     if args.quick:
         args.nanogpt_steps = args.speedrun_steps = 20
         args.eval_every, ablations = 10, ablations[:1]
-
-    from hookformer.core.precision import cpu_has_native_bf16
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train, val, vocab = load_characters(args.data)
     windows = validation_windows(val)
     print(f"time to validation loss {args.target} on {args.data.name}: {len(train):,} train / {len(val):,} "
-          f"validation characters, vocabulary {vocab}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}")
+          f"validation characters, vocabulary {vocab}; {cpu_line()}")
     field_ = [build() for build in contenders(vocab, args.nanogpt_steps, args.speedrun_steps, ablations,
                                                    not args.no_yardsticks)]
-    race(field_, train, windows, args.eval_every, args.target)
+    race(field_, lambda c: random_batch(train, c.generator), random_batch(train, torch.Generator().manual_seed(0)),
+         windows, lambda c: args.eval_every, args.target)
     report(field_, args.target)
+    return 0
+
+
+def main_default_run(args) -> int:
+    """--default-run: the default run against it with the speedrun recipe, at equal wall time, repeated."""
+    from hookformer.core.config import default_recipe
+
+    ablations = [a for a in ABLATIONS if a[0] in (args.ablation or [])]
+    steps, calibration = args.default_steps or default_recipe()["train"]["max_steps"], (8, 3)
+    if args.quick:
+        steps, calibration, args.slices, args.repeats = 20, (2, 1), 2, 1
+    with tempfile.TemporaryDirectory() as run_dir:
+        train, windows, shapes, batch_size = default_run_data(Path(run_dir))
+    print(f"validation loss at equal wall time on the default run's data: {len(train['input_ids']):,} train / "
+          f"{len(windows):,} validation examples of {shapes.max_seq_len} tokens, vocabulary {shapes.vocab_size}, "
+          f"batch {batch_size}; the default run's {steps} steps set the time; {cpu_line()}")
+    repetitions = []
+    for repetition in range(args.repeats):
+        seed = args.seed + repetition
+        print(f"repetition {repetition + 1} (train.seed {seed})", flush=True)
+        repetitions.append(equal_time(default_run_recipes(ablations), train, windows, shapes, batch_size, steps,
+                                      args.slices, seed, calibration))
+    report_equal_time(repetitions)
     return 0
 
 

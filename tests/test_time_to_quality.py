@@ -1,0 +1,54 @@
+"""benchmarks/time_to_quality.py: its ablations and its --default-run mode (figures are measured by running it, never
+asserted here)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from time_to_quality import ABLATIONS, recipe, without  # noqa: E402
+
+
+def lookup(layer: dict, key: str):
+    for name in key.split("."):
+        layer = layer[name]
+    return layer
+
+
+@pytest.mark.parametrize("label,keys", ABLATIONS, ids=[label for label, _ in ABLATIONS])
+def test_an_ablation_turns_back_one_idea_the_speedrun_recipe_sets_and_keeps_the_others(label, keys):
+    speedrun = recipe("speedrun")
+    for key in keys:
+        lookup(speedrun, key)  # the idea is one the recipe sets (a KeyError here: the row turns back nothing)
+    ablated = without(speedrun, keys)
+    for key in keys:
+        with pytest.raises(KeyError):
+            lookup(ablated, key)
+    assert speedrun == recipe("speedrun")  # the recipe itself is left as it was
+    kept = {section: {k: v for k, v in options.items() if f"{section}.{k}" not in keys}
+            for section, options in speedrun.items() if section not in keys}
+    assert ablated == kept
+
+
+@pytest.mark.slow
+def test_the_default_run_mode_gives_the_default_run_its_steps_and_the_speedrun_contenders_its_wall_time(
+        tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "time_to_quality.py"), "--default-run", "--quick",
+                           "--threads", "1", "--ablation", "untied -> tied head"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in done.stdout.splitlines()
+            if line.startswith("| 1 |")]
+    assert [row[1] for row in rows] == ["default run", "default run + speedrun",
+                                        "default run + speedrun, untied -> tied head"]
+    default, speedrun, tied = rows
+    assert default[3] == "20" and default[5] == "1.00"  # the default run sets the time with its --quick steps
+    assert 1 <= int(speedrun[3]) and float(speedrun[6]) > 0 and float(speedrun[5]) > 0
+    params = {row[1]: int(row[2].replace(",", "")) for row in rows}
+    # speedrun's untied head adds a vocabulary x width matrix; tied, it has no more parameters than the default run
+    assert params["default run + speedrun"] - params["default run + speedrun, untied -> tied head"] == 2048 * 192
+    assert params["default run + speedrun, untied -> tied head"] <= params["default run"]
