@@ -29,4 +29,7 @@ def hookformer_parts():
         PartSpec("data", "stdlib_areas", "fine-tuning demo, no download: classify a standard-library docstring by "
                  "the area of the library it comes from (text, numbers, files, networking, concurrency, ...)",
                  factory=f"{_HERE}.stdlib_areas:build", options=f"{_HERE}.stdlib_areas:StdlibAreasOptions"),
+        PartSpec("data", "squad", "extractive question answering from local SQuAD-format JSON (v1.1, v2.0 with "
+                 "unanswerable questions): question + context windows with the answer's start and end tokens",
+                 factory=f"{_HERE}.squad:build", options=f"{_HERE}.squad:SquadOptions"),
     ]

@@ -23,4 +23,7 @@ def hookformer_parts():
                  factory=f"{_HERE}.entity_f1:build"),
         PartSpec("metric", "exact_match", "share of sequences whose every scored position is right (val_exact_match)",
                  factory=f"{_HERE}.exact_match:build"),
+        PartSpec("metric", "squad", "SQuAD's exact match and F1 of the predicted answer texts, official normalization "
+                                    "(val_squad_exact_match, val_squad_f1)",
+                 factory=f"{_HERE}.squad:build"),
     ]

@@ -34,4 +34,8 @@ def hookformer_parts():
                  "head at every position, scored where the data puts a label (each word's first sub-word piece)",
                  factory=f"{_HERE}.token_classification:build",
                  options=f"{_HERE}.token_classification:TokenClassificationOptions"),
+        PartSpec("objective", "extractive_qa", "extractive question answering (SQuAD): start and end scores per "
+                 "token, cross-entropy on both; evaluation extracts each question's best answer span as text. Data: "
+                 "squad or stdlib_qa", factory=f"{_HERE}.extractive_qa:build",
+                 options=f"{_HERE}.extractive_qa:ExtractiveQAOptions"),
     ]
