@@ -32,4 +32,7 @@ def hookformer_parts():
         PartSpec("data", "squad", "extractive question answering from local SQuAD-format JSON (v1.1, v2.0 with "
                  "unanswerable questions): question + context windows with the answer's start and end tokens",
                  factory=f"{_HERE}.squad:build", options=f"{_HERE}.squad:SquadOptions"),
+        PartSpec("data", "stdlib_qa", "question-answering demo, no download: \"What does NAME return?\" over the "
+                 "docstring summaries of a class's or module's members, answered by the span after \"Return\"",
+                 factory=f"{_HERE}.stdlib_qa:build", options=f"{_HERE}.stdlib_qa:StdlibQAOptions"),
     ]

@@ -39,12 +39,9 @@ from hookformer.core.parts import BuildContext, PartOptions, Tokenizer
 IGNORE = -100
 
 
-class SquadOptions(PartOptions):
-    train_file: str = Field(description="the training questions: a SQuAD-format JSON file (v1.1 or v2.0)")
-    validation_file: str | None = Field(None, description="the validation questions, same format; null: hold out "
-                                        "val_fraction of the training articles (so no context is on both sides)")
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="without validation_file: share of the training "
-                                "articles held out for validation (seeded, at least one)")
+class WindowOptions(PartOptions):
+    """How questions and contexts become windows (shared by the question-answering data parts)."""
+
     max_seq_len: int = Field(384, ge=8, description="tokens per window, special tokens included (the model's "
                              "context length)")
     doc_stride: int = Field(128, ge=1, description="context tokens from the start of one window to the start of the "
@@ -56,6 +53,13 @@ class SquadOptions(PartOptions):
     segment_ids: bool = Field(True, description="give the model token_type_ids (needs model.type_vocab_size: 2); "
                               "false for a model without segment embeddings")
 
+
+class SquadOptions(WindowOptions):
+    train_file: str = Field(description="the training questions: a SQuAD-format JSON file (v1.1 or v2.0)")
+    validation_file: str | None = Field(None, description="the validation questions, same format; null: hold out "
+                                        "val_fraction of the training articles (so no context is on both sides)")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="without validation_file: share of the training "
+                                "articles held out for validation (seeded, at least one)")
 
 
 @dataclass(frozen=True)
@@ -80,20 +84,19 @@ class QASource:
     ``extractive_qa`` reads each question's context and answers there. ``has_unanswerable``: some question has no
     answer (SQuAD v2.0), so the objective may predict none."""
 
-    def __init__(self, splits: dict[str, list[QAExample]], *, max_seq_len: int, doc_stride: int,
-                 max_question_tokens: int, max_windows: int, segment_ids: bool, report: dict):
+    def __init__(self, splits: dict[str, list[QAExample]], options: WindowOptions, report: dict):
         for name, examples in splits.items():
             if not examples:
                 raise ConfigError(f"data: the {name} split holds no question; check the file given for it.")
         self.splits = splits
         self.qa_examples = [example for name in ("train", "validation") for example in splits[name]]
         self.has_unanswerable = any(not example.answerable for example in self.qa_examples)
-        self.block_size = max_seq_len
-        self.doc_stride = doc_stride
-        self.max_question_tokens = min(max_question_tokens, max_seq_len // 2)
-        self.max_windows = max_windows
-        self.segment_ids = segment_ids
-        self.report = {**report, "max_seq_len": max_seq_len, "doc_stride": doc_stride,
+        self.block_size = options.max_seq_len
+        self.doc_stride = options.doc_stride
+        self.max_question_tokens = min(options.max_question_tokens, options.max_seq_len // 2)
+        self.max_windows = options.max_windows
+        self.segment_ids = options.segment_ids
+        self.report = {**report, "max_seq_len": options.max_seq_len, "doc_stride": options.doc_stride,
                        "questions": {name: len(examples) for name, examples in splits.items()},
                        "unanswerable": {name: sum(not e.answerable for e in examples)
                                         for name, examples in splits.items()}}
@@ -276,6 +279,4 @@ def build(options: SquadOptions, ctx: BuildContext) -> QASource:
         train_articles = [article for i, article in enumerate(train_articles) if i not in held_out]
     splits = {"train": [q for _, questions in train_articles for q in questions],
               "validation": [q for _, questions in validation_articles for q in questions]}
-    return QASource(splits, max_seq_len=options.max_seq_len, doc_stride=options.doc_stride,
-                    max_question_tokens=options.max_question_tokens, max_windows=options.max_windows,
-                    segment_ids=options.segment_ids, report={"source": "squad", "version": version, "files": files})
+    return QASource(splits, options, report={"source": "squad", "version": version, "files": files})
