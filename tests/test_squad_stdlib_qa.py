@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hookformer.core.config import compose
+from hookformer.core.config import compose, recipes, validate
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data.stdlib_qa import StdlibQAOptions, baselines, build, contexts_of, return_answer
+from hookformer.registry.catalog import Catalog
 
 RECORDS = [
     {"name": "shelf.Shelf.size", "text": "Return the number of books, counted once.\n\nDetails that are left out."},
@@ -56,8 +57,10 @@ def test_the_rule_baselines_score_as_the_official_metric_would():
     assert figures["first_return"] == {"exact_match": round(1 / 3, 4), "f1": round((1 + 0 + 0.25) / 3, 4)}
 
 
-def test_the_recipe_names_the_demo_and_leaves_the_model_shapes_open():
+def test_the_recipe_is_shipped_validates_and_leaves_the_model_shapes_open():
+    assert "stdlib_qa" in recipes()
     raw = compose(Path("stdlib_qa"), [])
+    validate(raw, Catalog.load())
     assert raw["data"]["name"] == "stdlib_qa" and raw["objective"]["name"] == "extractive_qa"
     assert [m if isinstance(m, str) else m["name"] for m in raw["metrics"]] == ["loss", "squad"]
     recipe = yaml.safe_load(Path(__file__).parent.parent.joinpath("plugins", "stdlib_qa.yaml").read_text())
