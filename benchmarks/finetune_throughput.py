@@ -42,6 +42,13 @@ contenders the median of their per-round ratios.
     python benchmarks/finetune_throughput.py --config S --padding max --no-compile --rounds 20
     python benchmarks/finetune_throughput.py --threads 1           # steadier on cores that others keep busy
     python benchmarks/finetune_throughput.py --quick               # smoke test: S, padding max, eager, 1 step
+    python benchmarks/finetune_throughput.py --imported            # hookformer fine-tunes HF BERT's own weights
+
+``--imported``: HF BERT's encoder (``BertModel``, the weights the HF contender starts from) is saved with
+``save_pretrained`` beside a WordPiece tokenizer and brought in with ``hookformer import``; the hookformer contenders
+are then fine-tuning runs of that imported run (its tokenizer and model sections, its weights loaded, the
+classification head attached by the objective), built as ``train.init_from`` builds them, against
+``BertForSequenceClassification`` with the same weights, on the same batches.
 """
 
 from __future__ import annotations
@@ -121,14 +128,16 @@ def generated_sentences(path: Path, n: int = 20000, seed: int = 0) -> Path:
     return path
 
 
-def hookformer_config(shape: Shape, source: Path, workdir: Path, dropout: float = 0.0, unpad: bool = True):
+def hookformer_config(shape: Shape, source: Path, workdir: Path, dropout: float = 0.0, unpad: bool = True,
+                      imported: Path | None = None):
     """The run config of the hookformer contender: the ``labeled`` data part (examples padded to ``shape.seq``), a
     ``sentencepiece`` tokenizer of ``shape.vocab`` ids trained on the training texts (kept in ``workdir``), the
-    encoder with a pooler and segment embeddings, the ``classification`` objective and AdamW."""
-    from hookformer.core.config import validate
+    encoder with a pooler and segment embeddings, the ``classification`` objective and AdamW. With ``imported`` (a
+    run made by ``hookformer import``), its tokenizer and model sections instead, as ``train.init_from`` gives them."""
+    from hookformer.core.config import PRETRAINED_SECTIONS, read_yaml, validate
     from hookformer.registry.catalog import Catalog
 
-    return validate({
+    raw = {
         "data": {"name": "labeled", "train_files": [str(source)], "text_field": "sentence", "label_field": "label",
                  "max_length": shape.seq, "cache_dir": str(workdir / "cache")},
         "tokenizer": {"name": "sentencepiece", "vocab_size": shape.vocab},
@@ -140,7 +149,13 @@ def hookformer_config(shape: Shape, source: Path, workdir: Path, dropout: float 
                       "fused": True},
         "scheduler": {"name": "constant"},
         "train": {"seed": 0, "device": "cpu"},
-    }, Catalog.load())
+    }
+    if imported is not None:
+        saved = read_yaml(imported / "config.yaml")
+        raw.update({name: saved[name] for name in PRETRAINED_SECTIONS})
+        raw["model"].update(dropout=dropout, unpad=unpad)
+        raw["data"]["cache_dir"] = str(workdir / "cache_imported")
+    return validate(raw, Catalog.load())
 
 
 def make_batches(shape: Shape, source: Path, workdir: Path, count_: int) -> tuple[list[dict], dict]:
@@ -189,6 +204,43 @@ def build_hookformer(shape: Shape, data: tuple[Path, Path], dropout: float, unpa
     return assembly.model(), assembly.objective(), assembly.optimizer()
 
 
+def import_hf_bert(shape: Shape, vocab: int, dropout: float, folder: Path, source: Path) -> Path:
+    """The encoder of the HF BERT contender (``build_hf``: the same weights) saved with ``save_pretrained`` beside a
+    WordPiece tokenizer trained on the sentences, then made a run by ``hookformer import``; returns the run."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    from hookformer.core.interop import import_hf
+    from hookformer.registry.catalog import Catalog
+
+    model, _ = build_hf(shape, vocab, dropout)
+    model.bert.save_pretrained(folder / "hf", safe_serialization=True)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.BertNormalizer(), pre_tokenizers.BertPreTokenizer()
+    sentences = [line.split("\t")[0] for line in source.read_text(encoding="utf-8").splitlines()[1:]]
+    tok.train_from_iterator(sentences, trainers.WordPieceTrainer(
+        vocab_size=vocab, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.save(str(folder / "hf" / "tokenizer.json"))
+    import_hf(folder / "hf", folder / "run", Catalog.load())
+    return folder / "run"
+
+
+def build_imported(shape: Shape, data: tuple[Path, Path], dropout: float, run_dir: Path):
+    """Model, objective and optimizer of a fine-tuning run of the imported BERT ``run_dir`` (as ``Run`` builds them
+    for ``train.init_from``: its weights loaded, the classification head fresh)."""
+    from hookformer.core import checkpoint
+    from hookformer.core.assemble import Assembly
+
+    torch.manual_seed(0)
+    source, workdir = data
+    path = checkpoint.latest(run_dir)
+    assembly = Assembly(hookformer_config(shape, source, workdir, dropout, imported=run_dir), workdir,
+                        init_from=run_dir, checkpoint=path)
+    assembly.prepare_data()
+    model, objective = assembly.model(), assembly.objective()
+    checkpoint.load_pretrained(path, model)
+    return model, objective, assembly.optimizer()
+
+
 def hookformer_step(model, objective, optimizer):
     from hookformer.core.loop import accumulate_gradients
 
@@ -235,15 +287,21 @@ def hf_step(model, optimizer):
     return step
 
 
-def contenders(shape: Shape, data: tuple[Path, Path], vocab: int, dropout: float, compiled: bool) -> dict:
+def contenders(shape: Shape, data: tuple[Path, Path], vocab: int, dropout: float, compiled: bool,
+               imported: Path | None = None) -> dict:
     """name -> (model, step). Every contender is a separate model with the same initial weights; "hookformer padded"
-    is hookformer with ``model.unpad: false``, which computes every position as HF BERT does."""
+    is hookformer with ``model.unpad: false``, which computes every position as HF BERT does. With ``imported``, the
+    hookformer contenders are fine-tuning runs of that imported run (HF BERT's own weights)."""
+    def build(unpad: bool = True):
+        return (build_hookformer(shape, data, dropout, unpad) if imported is None else
+                build_imported(shape, data, dropout, imported))
+
     result = {}
     for suffix, wrap in [("", lambda m: m)] + ([(" compiled", torch.compile)] if compiled else []):
-        model, objective, optimizer = build_hookformer(shape, data, dropout)
+        model, objective, optimizer = build()
         result["hookformer" + suffix] = (model, hookformer_step(wrap(model), objective, optimizer))
-        if not suffix:  # compiled, the model computes padded anyway (torch.compile needs fixed shapes)
-            model, objective, optimizer = build_hookformer(shape, data, dropout, unpad=False)
+        if not suffix and imported is None:  # compiled, the model computes padded anyway (fixed shapes)
+            model, objective, optimizer = build(unpad=False)
             result["hookformer padded"] = (model, hookformer_step(model, objective, optimizer))
         model, optimizer = build_hf(shape, vocab, dropout)
         result["HF BERT" + suffix] = (model, hf_step(wrap(model), optimizer))
@@ -263,8 +321,8 @@ def run_steps(step, batches, n: int, start: int) -> tuple[float, float, int]:
 
 
 def bench(shape: Shape, batches: list[dict], figures: dict, dropout: float, compiled: bool, steps: int, warmup: int,
-          rounds: int) -> dict:
-    models = contenders(shape, figures["data"], figures["vocab"], dropout, compiled)
+          rounds: int, imported: Path | None = None) -> dict:
+    models = contenders(shape, figures["data"], figures["vocab"], dropout, compiled, imported)
     result = {name: {"params": count(model), "rates": [], "loss": float("nan"), "recompiled": 0}
               for name, (model, _) in models.items()}
     for name, (model, step) in models.items():
@@ -328,6 +386,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="a TSV with sentence and label columns (default: "
                         "SST-2's train.tsv under shared/data/sst2 of the repository's parent folders, else "
                         "generated sentences)")
+    parser.add_argument("--imported", action="store_true", help="the hookformer contender is HF BERT's own encoder "
+                        "(its weights saved with save_pretrained) brought in by `hookformer import` and fine-tuned "
+                        "as train.init_from does; the same batches and optimizer settings")
     parser.add_argument("--quick", action="store_true", help="smoke test: config S and padding max unless given, "
                         "eager only, 2 warmup steps, 2 rounds; the numbers mean nothing")
     args = parser.parse_args(argv)
@@ -366,10 +427,15 @@ def main(argv=None) -> int:
                       f"of {shape.batch}: {figures['real_tokens']:.1f} real tokens per example, the longest of a "
                       f"batch {figures['longest']:.1f} on average, padded to {shape.seq}")
             batches, figures = prepared[key]
+            imported = None
+            if args.imported:
+                folder = Path(tmp) / f"imported_{shape.name}"
+                imported = import_hf_bert(shape, figures["vocab"], args.dropout, folder, source)
+                print(f"imported HF BERT's encoder: {imported} (the hookformer contenders fine-tune it)")
             for padding in paddings:
                 padded = batches if padding == "max" else [padded_to_longest(batch) for batch in batches]
                 result = bench(shape, padded, figures, args.dropout, not args.no_compile, args.steps, warmup,
-                               rounds)
+                               rounds, imported)
                 print_table(shape, padding, result, args.steps, warmup, rounds)
                 rows.append((shape, padding, result))
 

@@ -334,12 +334,15 @@ def load(path: Path, model: torch.nn.Module) -> dict:
     return state
 
 
-def load_pretrained(path: Path, model: torch.nn.Module) -> tuple[list[str], list[str]]:
+def load_pretrained(path: Path, model: torch.nn.Module, added: frozenset[str] = frozenset()
+                    ) -> tuple[list[str], list[str]]:
     """Load a pretrained checkpoint into ``model`` to fine-tune it. Every tensor of the backbone (everything but the
     task heads, ``heads.<name>.*``) must be in the checkpoint with the model's shape, and the checkpoint must hold no
     backbone tensor the model lacks; else a CheckpointError names each tensor with both shapes and the config fields
     that decide them. A task head the checkpoint lacks, or holds with other shapes, keeps its fresh weights; a head
-    only in the checkpoint is not used. Returns (heads kept fresh, heads of the checkpoint not used)."""
+    only in the checkpoint is not used. The tensors named in ``added`` (what hook parts added to the model, see
+    ``hookformer_added_tensors``) keep their values where the checkpoint lacks them. Returns (heads kept fresh, heads
+    of the checkpoint not used)."""
     from safetensors import safe_open
 
     verify(path)
@@ -364,6 +367,8 @@ def load_pretrained(path: Path, model: torch.nn.Module) -> tuple[list[str], list
             load[found] = saved[found]
         elif is_head:
             fresh.add(_head_of(names[0]))
+        elif found is None and all(name in added for name in names):
+            continue
         elif found is None:
             problems.append(f"{names[0]}: not in the checkpoint")
         else:

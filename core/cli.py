@@ -106,14 +106,33 @@ def build_parser() -> argparse.ArgumentParser:
                       "this new or empty folder (default: a temporary folder, removed at the end; the data caches "
                       "are kept either way)")
 
-    generate = commands.add_parser("generate", parents=[common], help="generate text from a run's latest checkpoint")
+    generate = commands.add_parser("generate", parents=[common], help="generate text from a run's latest "
+                                   "checkpoint; one prompt is streamed to the terminal as its tokens come")
     generate.add_argument("run_dir", type=_path, metavar="RUN_DIR")
-    generate.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
-    generate.add_argument("--tokens", type=int, default=200, help="tokens to generate")
+    generate.add_argument("--prompt", action="append", default=[], help="text to continue; repeat for a batch "
+                          "(default: one continuation of the start of a document)")
+    generate.add_argument("--prompts-file", type=_path, metavar="FILE", help="more prompts, one per line")
+    generate.add_argument("--source", action="append", default=[], help="encoder-decoder runs: a text to encode "
+                          "(the decoder starts from bos); repeat for a batch")
+    generate.add_argument("--max-new-tokens", "--tokens", dest="max_new_tokens", type=int, default=200,
+                          help="tokens to generate at most (default 200)")
     generate.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    generate.add_argument("--temperature", type=float, default=0.8)
-    generate.add_argument("--top-k", type=int, default=40)
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    generate.add_argument("--top-k", type=int, default=40, help="sample from the k most likely tokens (default 40; "
+                          "0: all)")
+    generate.add_argument("--top-p", type=float, help="nucleus sampling: from the smallest set of tokens with "
+                          "probability >= p")
+    generate.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1: penalize the tokens "
+                          "already in the prompt or output (CTRL's penalty; default 1: off)")
+    generate.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (printed "
+                          "at the end)")
+    generate.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length ** this "
+                          "(default 1)")
+    generate.add_argument("--stop", action="append", default=[], metavar="TEXT", help="end a continuation before "
+                          "this text; repeatable (eos always ends one)")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    generate.add_argument("--no-cache", action="store_true", help="recompute the whole context at every step "
+                          "instead of using the model's KV cache (the same tokens, slower)")
     generate.add_argument("--checkpoint", default="latest", help="latest (default), best, step_N, or a checkpoint "
                           "directory")
 
@@ -276,6 +295,9 @@ def _saved_config(run_dir: Path) -> dict:
 #: The sections each command that rebuilds a saved run uses; it validates only these.
 EVALUATE_SECTIONS = ("data", "cleaning", "tokenizer", "model", "attention", "objective", "metrics", "train")
 GENERATE_SECTIONS = ("tokenizer", "model", "attention", "objective", "train")
+#: Export rebuilds the model as it was trained: a hook part's build wrapper may have changed it (``lora`` adds
+#: adapters, which it merges at export through hookformer_export_model).
+EXPORT_SECTIONS = (*GENERATE_SECTIONS, "hooks")
 
 
 def _validate_saved(raw: dict, run_dir: Path, args, sections: tuple[str, ...] | None = None):
@@ -461,17 +483,67 @@ def cmd_evaluate(args) -> int:
 
 def cmd_generate(args) -> int:
     config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, GENERATE_SECTIONS)
+    texts = list(args.prompt)
+    if args.prompts_file is not None:
+        try:
+            texts += args.prompts_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--prompts-file {args.prompts_file}: cannot read it as UTF-8 text ({exc})") from None
 
-    import torch
+    from hookformer.core.generate import Decoding, generate, is_encoder_decoder, load_trained
 
-    from hookformer.core.generate import generate, load_trained
-
+    decoding = Decoding.of({
+        "max_new_tokens": args.max_new_tokens, "greedy": args.greedy, "temperature": args.temperature,
+        "top_k": args.top_k or None, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
+        "num_beams": args.num_beams, "length_penalty": args.length_penalty, "stop_strings": args.stop,
+        "seed": args.seed, "use_cache": not args.no_cache}, where="")
     tokenizer, model = load_trained(args.run_dir, config, checkpoint=args.checkpoint)
-    prompt = tokenizer.encode(args.prompt) or [tokenizer.special.eos]
-    ids = generate(model, prompt, args.tokens, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,
-                   generator=torch.Generator().manual_seed(args.seed))
-    print(tokenizer.decode(ids))
+    if is_encoder_decoder(model):
+        if texts or not args.source:
+            raise ConfigError(f"{args.run_dir} holds an encoder-decoder: give the texts to encode with --source "
+                              "(repeatable), not --prompt or --prompts-file; the decoder starts from bos")
+        sources = [tokenizer.encode(text) or [tokenizer.special.eos] for text in args.source]
+        prompts, shown = [[tokenizer.special.bos]] * len(sources), [[] for _ in sources]
+    else:
+        if args.source:
+            raise ConfigError(f"--source is the input of an encoder-decoder, and {args.run_dir} holds a decoder: "
+                              "give the text to continue with --prompt")
+        prompts = [tokenizer.encode(text) or [tokenizer.special.eos] for text in texts or [""]]
+        sources, shown = None, prompts  # a decoder's output is printed after its prompt
+    stream = _Stream(tokenizer, shown[0], args.stop) if len(prompts) == 1 and args.num_beams == 1 else None
+    outputs = generate(model, prompts, decoding, tokenizer=tokenizer, sources=sources, on_token=stream)
+    for i, (before, ids) in enumerate(zip(shown, outputs)):
+        if stream is not None:
+            stream.finish(ids)
+        else:
+            print((f"--- {i + 1} ---\n" if len(outputs) > 1 else "") + tokenizer.decode(before + ids))
     return 0
+
+
+class _Stream:
+    """Prints one continuation to the terminal as its tokens come. Text that may still become a stop string, or
+    that ends in part of a character, waits until the next tokens settle it."""
+
+    def __init__(self, tokenizer, before: list[int], stops: list[str]):
+        self.tokenizer, self.before, self.ids, self.stops, self.printed = tokenizer, before, list(before), stops, ""
+        self._write(tokenizer.decode(before))
+
+    def __call__(self, row: int, token: int) -> None:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids).rstrip("\ufffd")
+        held = max((n for stop in self.stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
+        self._write(text[:len(text) - held])
+
+    def finish(self, generated: list[int]) -> None:
+        """Print the rest of the final text (the tokens before a stop string) and end the line."""
+        self._write(self.tokenizer.decode(self.before + generated))
+        print()
+
+    def _write(self, text: str) -> None:
+        if text.startswith(self.printed) and len(text) > len(self.printed):
+            sys.stdout.write(text[len(self.printed):])
+            sys.stdout.flush()
+            self.printed = text
 
 
 def cmd_import(args) -> int:
@@ -484,7 +556,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, GENERATE_SECTIONS)
+    config = _validate_saved(_saved_config(args.run_dir), args.run_dir, args, EXPORT_SECTIONS)
 
     from hookformer.core import checkpoint
     from hookformer.core.interop import export_hf

@@ -97,8 +97,9 @@ class TrainConfig(BaseModel):
     sample_top_k: int | None = Field(40, gt=0)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     init_from: str | None = Field(
-        None, description="fine-tune a pretrained run: its directory (its latest checkpoint) or one of its "
-        "checkpoint directories. Its tokenizer, model and attention sections are the defaults of this config, its "
+        None, description="fine-tune a pretrained run: its directory (its latest checkpoint), one of its "
+        "checkpoint directories, or a Hugging Face model directory (imported as `hookformer import` does). Its "
+        "tokenizer, model and attention sections are the defaults of this config, its "
         "tokenizer file is reused, and its weights are loaded (task heads it lacks keep their fresh weights)")
     freeze_backbone: bool = Field(False, description="train only the task heads (parameters named heads.*); the "
                                   "rest of the model keeps its weights")
@@ -258,7 +259,21 @@ def compose(config_path: Path | None, overrides: list[str]) -> dict:
     init_from = raw["train"].get("init_from") if isinstance(raw.get("train"), dict) else None
     if not isinstance(init_from, str):  # validation reports a value of the wrong type
         return raw
+    if is_hf_model_dir(init_from):  # the sections of the run `hookformer import` makes of it (see Run)
+        from hookformer.core.interop import hf_run_config
+        from hookformer.registry.catalog import Catalog
+
+        imported = hf_run_config(Path(init_from).expanduser(), Catalog.load())
+        return layered(merge(default_recipe(), {name: imported[name] for name in PRETRAINED_SECTIONS
+                                                if name in imported}))
     return layered(merge(default_recipe(), pretrained_sections(pretrained_run_dir(init_from))))
+
+
+def is_hf_model_dir(path: str | Path) -> bool:
+    """Whether ``train.init_from`` names a Hugging Face model directory (a config.json) rather than a run (a
+    config.yaml); a run imports it first (see hookformer.core.interop)."""
+    path = Path(path).expanduser()
+    return (path / "config.json").is_file() and not (path / "config.yaml").is_file()
 
 
 def pretrained_run_dir(init_from: str | Path) -> Path:
@@ -269,9 +284,6 @@ def pretrained_run_dir(init_from: str | Path) -> Path:
         return path
     if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
         return path.parent.parent
-    if (path / "config.json").is_file():
-        raise ConfigError(f"train.init_from: {path} is a Hugging Face model directory; make a run of it first with "
-                          f"`hookformer import {path} --run-dir RUN` and start from RUN.")
     raise ConfigError(f"train.init_from: {path} is neither a run directory (it has no config.yaml) nor a checkpoint "
                       f"directory of one (RUN_DIR/checkpoints/step_N). Name the pretrained run's directory.")
 

@@ -13,7 +13,9 @@ Two kinds of plugin implement these hooks:
   (a PEP 440 specifier); outside that range it is refused.
 - **Hook parts**, the parts of stage ``hook`` that a run lists in its ``hooks:`` section. The engine builds each
   listed part first and registers the built object with the run, where its methods implement the run hooks below:
-  build wrappers (:func:`hookformer_build`) and run events (``hookformer_run_start`` ... ``hookformer_run_end``).
+  build wrappers (:func:`hookformer_build`, with :func:`hookformer_added_tensors` and
+  :func:`hookformer_export_model` for what a wrapper adds to the model) and run events (``hookformer_run_start``
+  ... ``hookformer_run_end``).
   Which hook parts are active is therefore written in the run's ``config.yaml``, and a run is reproducible from it.
 
 Implement a hook with the :data:`hookimpl` marker, on a module function (distribution plugins) or a method (hook
@@ -81,6 +83,30 @@ def hookformer_build(stage: str, section: str, name: str, options: Any, ctx: Any
 
     The engine's own checks apply to the wrapped result: an attention kernel is checked against the capabilities its
     part declares, a model against the data's sequence length. Wrappers run on every rank of a distributed run.
+    """
+
+
+# -- hook parts: what a build wrapper added to the model -----------------------------------------------------------
+@hookspec
+def hookformer_added_tensors(model: Any) -> list[str]:
+    """Return the names of the model's tensors that this hook part's build wrapper added (adapters, say).
+
+    A pretrained checkpoint (``train.init_from``, a run made by ``hookformer import``) holds the model part's own
+    tensors only; the tensors named here may be missing from it and then keep the values the wrapper gave them, as
+    task heads do (where the checkpoint holds them with the same shapes, they are loaded). Every other tensor the
+    checkpoint lacks is still an error. Called on every rank, after the model and the objective are built.
+    """
+
+
+@hookspec
+def hookformer_export_model(model: Any) -> None:
+    """Give ``model`` back its model part's own form, in place, before its weights are written in another format.
+
+    ``hookformer export`` builds the run's model (through the build wrappers), loads the checkpoint, calls this, and
+    writes only the tensors the model part itself defines. A hook part whose wrapper changed what the model computes
+    folds that change into those tensors here and removes what it added (LoRA: ``W += scale * B A``, adapters and
+    forward hooks dropped), so the exported weights compute what the run's model computes. A tensor left that the
+    export cannot place is an error naming it.
     """
 
 

@@ -258,6 +258,21 @@ def load_hf_weights(model: torch.nn.Module, family: Family, hf_dir: Path, option
         raise ConfigError(f"family {family.name} does not map the model tensors {', '.join(unset[:5])}.")
 
 
+def _read_family(hf_dir: Path, catalog) -> tuple[Family, dict]:
+    """The family that reads ``hf_dir`` and the model options it gives for its config.json."""
+    hf_config = read_config(hf_dir)
+    family = family_of(catalog, hf_config, hf_dir)
+    try:
+        return family, family.options(hf_config)
+    except KeyError as exc:
+        raise ConfigError(f"{hf_dir / CONFIG} lacks the field {exc} that family {family.name} needs.") from None
+
+
+def hf_run_config(hf_dir: Path, catalog) -> dict:
+    """The raw config of the run ``hookformer import`` makes of ``hf_dir`` (read from config.json: no weights)."""
+    return _import_config(Path(hf_dir), *_read_family(Path(hf_dir), catalog))
+
+
 def _import_config(hf_dir: Path, family: Family, model_options: dict) -> dict:
     """The run config of an imported model: the default recipe with the model, its tokenizer and an objective of
     its kind (the data, optimizer and loop sections are the recipe's: a fine-tuning config replaces them)."""
@@ -297,12 +312,7 @@ def import_hf(hf_dir: Path, run_dir: Path, catalog) -> Path:
     from hookformer.core.parts import Shapes
 
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
-    hf_config = read_config(hf_dir)
-    family = family_of(catalog, hf_config, hf_dir)
-    try:
-        model_options = family.options(hf_config)
-    except KeyError as exc:
-        raise ConfigError(f"{hf_dir / CONFIG} lacks the field {exc} that family {family.name} needs.") from None
+    family, model_options = _read_family(hf_dir, catalog)
     config = validate(_import_config(hf_dir, family, model_options), catalog)
     tmp = _fresh_target(run_dir, "--run-dir")
     try:
@@ -361,13 +371,22 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
     model = assembly.model()
     family, hf_config = hf_family_config(config.catalog, choice.name, options, model.vocab_size, model.max_seq_len)
     _, unused = checkpoint.load_pretrained(checkpoint_path, model)
+    assembly.emit("export_model", model=model)  # hook parts fold what they added into the model part's weights
+    mapped = list(mapped_names(family, model))
+    distinct = {name for name, _ in (*model.named_parameters(), *model.named_buffers())}
+    unplaced = sorted(distinct & set(model.state_dict()) - {ours for _, ours, _ in mapped}
+                      - {name for name in distinct if name.startswith("heads.")})
+    if unplaced:
+        raise ConfigError(f"family {family.name} has no place for the model tensors {', '.join(unplaced[:5])}: a hook "
+                          f"part of the run added them to the model part and did not fold them into its weights for "
+                          f"export (hook hookformer_export_model); exporting without them would change the model.")
     special = tokenizer.special
     hf_config.update(architectures=[family.architectures[0]], model_type=family.model_types[0],
                      bos_token_id=special.bos, eos_token_id=special.eos, pad_token_id=special.pad)
     own = model.state_dict()
     geometry = family.geometry(options)
     tensors = {}
-    for hf_names, ours, transform in mapped_names(family, model):
+    for hf_names, ours, transform in mapped:
         # Cloned: a split fused tensor's views share memory, which safetensors refuses.
         parts = TRANSFORMS[transform][1](own[ours], geometry)
         tensors.update(zip(hf_names, (t.clone(memory_format=torch.contiguous_format) for t in parts)))

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,15 +23,19 @@ from tqdm import tqdm
 import hookformer
 from hookformer.core import checkpoint, interrupt, provenance, runfiles
 from hookformer.core.assemble import Assembly
-from hookformer.core.config import EarlyStoppingConfig, RunConfig, pretrained_run_dir
+from hookformer.core.config import EarlyStoppingConfig, RunConfig, is_hf_model_dir, pretrained_run_dir
 from hookformer.core.distributed import World
 from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
 from hookformer.core.evaluate import evaluate
-from hookformer.core.generate import generate
+from hookformer.core.generate import Decoding, generate, is_encoder_decoder
 from hookformer.core.objective import compute
 from hookformer.core.parts import RunView, Shapes, is_decoder
 from hookformer.core.precision import check_bf16
 from hookformer.core.sampler import TableStream, as_table, table_rows
+
+
+#: The hidden run directory into which a run imports the Hugging Face model its ``train.init_from`` names.
+IMPORTED = ".init_from"
 
 
 def resolve_device(name: str) -> str:
@@ -174,11 +179,12 @@ class Run:
         # The checkpoint whose shapes the model is rebuilt with: the run's own on resume (it has its own tokenizer
         # and weights), the pretrained one when fine-tuning.
         init_from = pretrained = None
+        imported = not self.resume and cfg.init_from is not None and is_hf_model_dir(cfg.init_from)
         if self.resume:
             source = checkpoint.find(self.run_dir, self.resume if isinstance(self.resume, str) else None)
         elif cfg.init_from is not None:
-            init_from = pretrained_run_dir(cfg.init_from)
-            pretrained = Path(cfg.init_from)
+            pretrained = self._import_init_from() if imported else Path(cfg.init_from)
+            init_from = pretrained_run_dir(pretrained)
             source = pretrained if (pretrained / checkpoint.MANIFEST).is_file() else checkpoint.latest(pretrained)
         else:
             source = None
@@ -197,6 +203,10 @@ class Run:
         self.model, self.objective = assembly.model(), assembly.objective()  # the objective attaches its task heads
         if pretrained is not None:
             self._load_pretrained(source)
+            if imported:  # its weights are in the model: the imported copy has served
+                self.world.barrier()
+                if self.world.is_main:
+                    shutil.rmtree(pretrained)
         if cfg.freeze_backbone:
             self._freeze_backbone()
         probe = self._probe_model()
@@ -228,9 +238,26 @@ class Run:
             checkpoint.write_atomically(self.run_dir / provenance.FILE, json.dumps(
                 {"hookformer": hookformer.__version__, "parts": assembly.provenance}, indent=2))
 
+    def _import_init_from(self) -> Path:
+        """``train.init_from`` names a Hugging Face model directory: ``hookformer import`` it into the hidden run
+        directory ``RUN_DIR/.init_from`` (rank 0 first; removed once the weights are loaded), and return that."""
+        from hookformer.core.interop import import_hf
+
+        target = self.run_dir / IMPORTED
+        # The import builds a model: the RNG stays where the seed put it, so that the run is the imported run's.
+        with self.world.main_first(), torch.random.fork_rng(devices=[]):
+            if self.world.is_main:
+                shutil.rmtree(target, ignore_errors=True)  # left by a start that failed
+                import_hf(Path(self.train_cfg.init_from).expanduser(), target, self.config.catalog)
+                self.log(f"imported {self.train_cfg.init_from} (train.init_from)")
+        return target
+
     def _load_pretrained(self, source: Path) -> None:
         """Fine-tuning: the pretrained checkpoint's weights, heads excepted."""
-        fresh, unused = checkpoint.load_pretrained(source, self.model)
+        # Tensors the hook parts' build wrappers added (adapters) are not in a pretrained checkpoint.
+        added = frozenset(name for names in self.assembly.plugins.hook.hookformer_added_tensors(model=self.model)
+                          for name in names)
+        fresh, unused = checkpoint.load_pretrained(source, self.model, added)
         notes = [f"initialized from {source}"]
         if fresh:
             notes.append(f"task heads with fresh weights: {', '.join(fresh)}")
@@ -381,10 +408,12 @@ class Run:
         return loss_sum / max(1, items), tokens
 
     def evaluate(self) -> dict:
-        """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time)."""
+        """Run the metrics over the first ``eval_batches`` validation batches (the same ones every time); metrics of
+        generated text generate for their own number of validation examples."""
         cfg = self.train_cfg
         return evaluate(self.model, self.objective, self.metrics, self.val_table, batch_size=cfg.batch_size,
-                        max_examples=cfg.eval_batches * cfg.batch_size, device=self.device, autocast=self._autocast)
+                        max_examples=cfg.eval_batches * cfg.batch_size, device=self.device, autocast=self._autocast,
+                        tokenizer=self.tokenizer)
 
     def baselines(self) -> dict[str, float]:
         """What the objective scores without looking at the input (see the Objective protocol), on the evaluation
@@ -484,21 +513,27 @@ class Run:
         return {**{k: v for k, v in best.items() if k != "step"}, "best_step": best["step"]}
 
     def write_samples(self) -> None:
+        """samples.txt: a greedy and two sampled continuations of ``train.sample_prompt`` (an encoder-decoder
+        translates it: the prompt is its source)."""
         cfg = self.train_cfg
         if cfg.sample_tokens == 0:
             return
-        if not is_decoder(self.model):
+        encoder_decoder = is_encoder_decoder(self.model)
+        if not encoder_decoder and not is_decoder(self.model):
             self.log("no samples: the model is an encoder (model.causal: false), and text generation needs a decoder")
             return
-        prompt = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]
-        generator = torch.Generator().manual_seed(cfg.seed)
-        kinds = [("greedy", {"greedy": True})] + [
-            (f"sampled (temperature {cfg.sample_temperature}, top-k {cfg.sample_top_k})",
-             {"temperature": cfg.sample_temperature, "top_k": cfg.sample_top_k}) for _ in range(2)]
+        text = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]
+        prompt, sources = ([self.tokenizer.special.bos], [text]) if encoder_decoder else (text, None)
+        sampled = Decoding(max_new_tokens=cfg.sample_tokens, temperature=cfg.sample_temperature,
+                           top_k=cfg.sample_top_k, seed=cfg.seed)
+        kinds = [("greedy", sampled.model_copy(update={"greedy": True}), 1),
+                 (f"sampled (temperature {cfg.sample_temperature}, top-k {cfg.sample_top_k})", sampled, 2)]
         texts = []
-        for title, how in kinds:
-            ids = generate(self.model, prompt, cfg.sample_tokens, generator=generator, device=self.device, **how)
-            texts.append(f"--- {title} ---\n{self.tokenizer.decode(ids)}\n")
+        for title, decoding, count in kinds:
+            outputs = generate(self.model, [prompt] * count, decoding, tokenizer=self.tokenizer,
+                               sources=None if sources is None else sources * count, device=self.device)
+            for ids in outputs:
+                texts.append(f"--- {title} ---\n{self.tokenizer.decode(ids if encoder_decoder else prompt + ids)}\n")
         output = "".join(texts)
         if not self.world.is_main:
             return

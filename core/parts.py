@@ -267,8 +267,10 @@ class Objective(Protocol):
 
 #: Batch fields that are model inputs besides ``input_ids``: ``attention_mask`` (B, T) 1 on real tokens,
 #: ``token_type_ids`` (B, T) segment ids, ``document_ids`` (B, T) the document each token of a packed block comes
-#: from (attention then stays inside a document).
-MODEL_INPUTS = ("attention_mask", "token_type_ids", "document_ids")
+#: from (attention then stays inside a document); for an encoder-decoder, whose ``input_ids`` and ``attention_mask``
+#: are the source, ``decoder_input_ids`` (B, T_dec) the teacher-forced target (starting with bos) and
+#: ``decoder_attention_mask`` (B, T_dec) 1 on its real tokens.
+MODEL_INPUTS = ("attention_mask", "token_type_ids", "document_ids", "decoder_input_ids", "decoder_attention_mask")
 
 
 def model_inputs(batch: dict) -> dict:
@@ -293,6 +295,24 @@ class Model(Protocol):
 
     Optional (older models keep working without it): ``causal``, whether a position sees only the positions before
     it (true when left out; text generation and the end-of-run samples need a decoder), see :func:`is_decoder`.
+
+    Optional, incremental decoding: ``new_cache()`` returns an empty KV cache, with ``cache.length`` (the tokens
+    cached so far) and ``cache.reorder(index)`` (keep the batch rows ``index``, a LongTensor, in that order, in place:
+    beam search, dropping finished rows). ``model(input_ids, attention_mask, cache=cache)`` then takes only the
+    new tokens (B, t_new), with ``attention_mask`` (B, cache.length + t_new) covering every token so far (0 on left
+    padding); their positions continue from ``cache.length`` (the index in the whole sequence, as a forward pass
+    over it would give), their keys and values are appended to the cache, and the logits of the new tokens
+    (B, t_new, vocab) are returned: the same as the uncached forward pass over the whole sequence.
+
+    Optional, encoder-decoders: ``encoder_decoder`` is true (false when left out). Such a model is ``causal`` (its
+    decoder writes the target left to right) and is called as ``model(input_ids, attention_mask, *,
+    decoder_input_ids, decoder_attention_mask=None, heads=None, cache=None, encoder_hidden=None)``: the source and
+    its padding mask, the target; it returns the decoder's logits (B, T_dec, vocab), or with ``heads`` also
+    ``"hidden"`` (the decoder's hidden states) and ``"encoder_hidden"``. ``model.encode(input_ids, attention_mask)``
+    gives the encoder's hidden states, which ``encoder_hidden`` takes instead of running the encoder again. With a
+    cache, the decoder ids are the new target tokens; the first call keeps the source's cross-attention keys and
+    values (and its padding mask) in the cache, so later calls may leave the source out. ``max_seq_len`` bounds the
+    source and the target. A model that reads one sequence refuses ``decoder_input_ids``.
     """
 
     d_model: int

@@ -46,6 +46,15 @@ def format_report(report: dict, examples: int = 3, width: int = 100) -> str:
             lines.append(f"  {split:<11} {tokens:>12,} {report.get('blocks', {}).get(split, 0):>9,} "
                          f"{report.get('tokens_dropped', {}).get(split, 0):>15,} "
                          f"{'yes' if hit else 'no' if hit is not None else '?':>7}")
+    lengths = report.get("lengths")  # {split: {side: {mean, p50, p95, max, truncated}}}, e.g. source/target pairs
+    if lengths:
+        lines.append(f"token lengths before truncation (tokenizer {report.get('tokenizer', '?')}), and how many "
+                     f"were truncated")
+        lines.append(f"  {'split':<11} {'side':<8} {'mean':>8} {'median':>7} {'p95':>7} {'max':>7} {'truncated':>10}")
+        for split, sides in lengths.items():
+            for side, n in sides.items():
+                lines.append(f"  {split:<11} {side:<8} {n['mean']:>8} {n['p50']:>7,} {n['p95']:>7,} {n['max']:>7,} "
+                             f"{n['truncated']:>10,}")
     return "\n".join(lines)
 
 

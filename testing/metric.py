@@ -26,12 +26,17 @@ def _measure(metric, results: list[ObjectiveResult]) -> dict:
 
 
 def _one_batch(results: list[ObjectiveResult]) -> ObjectiveResult:
-    """The results as one batch: summed losses and items, rows of logits and targets concatenated."""
+    """The results as one batch: summed losses and items, rows of logits and targets and the lists of texts
+    concatenated."""
     def cat(field: str):
         values = [getattr(r, field) for r in results]
         return None if values[0] is None else torch.cat(values)
+    def join(field: str):
+        values = [getattr(r, field) for r in results]
+        return None if values[0] is None else [text for texts in values for text in texts]
     return ObjectiveResult(sum(r.loss_sum for r in results), sum(r.num_items for r in results), logits=cat("logits"),
-                           targets=cat("targets"), ignore_index=results[0].ignore_index)
+                           targets=cat("targets"), ignore_index=results[0].ignore_index,
+                           predictions=join("predictions"), references=join("references"))
 
 
 def check_metric(metric, results: list[ObjectiveResult], expected: dict[str, float], *,

@@ -39,3 +39,23 @@ def test_the_time_to_quality_benchmark_trains_hookformer_nanogpt_like_the_refere
     reference, nanogpt = rows[" reference (nanoGPT recipe) "], rows[" hookformer nanogpt "]
     assert reference[2] == nanogpt[2]  # the same parameter count
     assert abs(float(reference[6]) - float(nanogpt[6])) < 1e-3  # the same model and recipe train alike
+
+
+@pytest.mark.slow
+def test_the_lora_benchmark_trains_full_and_lora_fine_tuning_of_one_imported_model(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "lora.py"), "--quick", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {cells[1].strip(): cells for cells in (line.split("|") for line in done.stdout.splitlines())
+            if len(cells) > 7 and cells[1].strip() in ("full", "lora")}
+    full, lora = (int(rows[name][3].replace(",", "")) for name in ("full", "lora"))  # trainable parameters
+    assert 0 < lora < full
+
+
+@pytest.mark.slow
+def test_the_hf_import_benchmark_measures_the_import_beside_transformers(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "hf_import.py"), "--quick"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ") and "x)" in line
+            ] == ["hookformer import", "transformers from_pretrained"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hookformer.core.config import compose, validate
 from hookformer.core.errors import ConfigError, DataError
-from hookformer.core.generate import generate
+from hookformer.core.generate import Decoding, generate
 from hookformer.core.loop import Run
 from hookformer.core.objective import compute
 from hookformer.core.parts import BuildContext
@@ -152,7 +152,8 @@ def test_a_tiny_sft_run_learns_to_copy_a_string(tmp_path):
         for ids, labels in zip(run.val_table["input_ids"], run.val_table["labels"]):
             answer = ids[labels != -100].tolist()
             prompt = ids[: int((labels == -100).cumprod(0).sum())].tolist()
-            generated = generate(run.model, prompt, len(answer), greedy=True)[len(prompt):]
+            greedy = Decoding(max_new_tokens=len(answer), greedy=True, stop_at_eos=False)
+            generated = generate(run.model, [prompt], greedy, tokenizer=run.tokenizer)[0]
             right += sum(a == b for a, b in zip(generated, answer))
             total += len(answer)
         return right / total

@@ -58,21 +58,29 @@ def topic_documents() -> Iterator[tuple[str, str]]:
         yield f"topic {name}", topics[name]
 
 
-def docstring_documents(stdlib: Path) -> Iterator[tuple[str, str]]:
-    """(qualified name, cleaned docstring) of the modules, classes and functions under ``stdlib``, in sorted path
-    order, without test suites and installed packages."""
+def stdlib_modules(stdlib: Path) -> Iterator[tuple[str, bytes, ast.Module]]:
+    """(module name, source, parsed tree) of the Python files under ``stdlib``, in sorted path order, without test
+    suites and installed packages; files that do not parse (another Python version's) are left out."""
     for directory, subdirs, files in os.walk(stdlib):
         subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS and not d.startswith("config-"))
         for name in sorted(f for f in files if f.endswith(".py")):
             path = Path(directory, name)
             module = ".".join(path.relative_to(stdlib).with_suffix("").parts).removesuffix(".__init__")
+            source = path.read_bytes()
             try:
                 with warnings.catch_warnings():  # invalid escape sequences and the like are not our concern
                     warnings.simplefilter("ignore")
-                    tree = ast.parse(path.read_bytes(), filename=str(path))
+                    tree = ast.parse(source, filename=str(path))
             except (SyntaxError, ValueError):  # a file for another Python version, or not Python at all
                 continue
-            yield from _docstrings(tree, module)
+            yield module, source, tree
+
+
+def docstring_documents(stdlib: Path) -> Iterator[tuple[str, str]]:
+    """(qualified name, cleaned docstring) of the modules, classes and functions under ``stdlib``, in sorted path
+    order, without test suites and installed packages."""
+    for module, _, tree in stdlib_modules(stdlib):
+        yield from _docstrings(tree, module)
 
 
 def _docstrings(node: ast.AST, qualname: str) -> Iterator[tuple[str, str]]:

@@ -12,4 +12,7 @@ def hookformer_parts():
         PartSpec("hook", "loss_curve", "plots training and validation loss to loss.png in the run directory, after "
                  "every evaluation and at the end", factory=f"{_HERE}.loss_curve:build",
                  options=f"{_HERE}.loss_curve:LossCurveOptions"),
+        PartSpec("hook", "lora", "LoRA: trains low-rank adapters on the model's linear layers with the rest frozen; "
+                 "saves them alone with each checkpoint and merges them for export", factory=f"{_HERE}.lora:build",
+                 options=f"{_HERE}.lora:LoraOptions"),
     ]

@@ -12,6 +12,10 @@ def hookformer_parts():
         PartSpec("model", "transformer", "pre-norm Transformer on the attention stage; causal (GPT-style decoder) "
                  "by default, bidirectional with causal: false", factory=f"{_HERE}.transformer:build",
                  options=f"{_HERE}.transformer:TransformerOptions"),
+        PartSpec("model", "encoder_decoder", "encoder-decoder Transformer (original Transformer, BART, T5-style): "
+                 "a bidirectional encoder and a causal decoder whose blocks cross-attend to it, on the attention "
+                 "stage; reads input_ids (source) and decoder_input_ids (target)",
+                 factory=f"{_HERE}.encoder_decoder:build", options=f"{_HERE}.encoder_decoder:EncoderDecoderOptions"),
         # Hugging Face families (hookformer import/export) map onto this model part, so they register with it.
         PartSpec("family", "gpt2", "Hugging Face GPT2LMHeadModel <-> transformer with its default options",
                  factory="hookformer.plugins.families.gpt2:build"),

@@ -2,7 +2,9 @@
 and the encoder (``causal: false``, BERT-style): a switch, not a second copy. The modern decoder pieces (RoPE,
 RMSNorm, SwiGLU or ReLU^2 MLP, grouped-query attention, QK-norm, logit soft-capping) are options of the same Block;
 the defaults give the GPT-2 model, parameter names included. BERT's pieces (post-norm blocks, an embedding norm,
-exact GELU, the masked-LM head transform) are options too."""
+exact GELU, the masked-LM head transform) are options too. A decoder decodes incrementally with a KV cache
+(``new_cache``), and the same Block with a cross-attention sub-layer makes the decoder of the encoder-decoder
+(plugins/models/encoder_decoder.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from hookformer.core.capabilities import documents
-from hookformer.core.errors import ConfigError
+from hookformer.core.errors import ConfigError, HookformerError
 from hookformer.core.parts import PartOptions
 
 
@@ -108,9 +110,8 @@ def make_norm(opts: TransformerOptions, width: int) -> nn.Module:
 class Rotary(nn.Module):
     """RoPE: the pairs (x[2i], x[2i+1]) of each head, read as complex numbers, are multiplied by
     exp(1j * position * base^(-2i/D)), so q.k depends on the positions' difference only. The positions are the
-    indices 0..T-1 of the (B, T) block: with left padding the real tokens shift together, which leaves their scores
-    unchanged. (Queries and keys here are the same T tokens; a kernel call with T_q < T_k, whose causal diagonal is
-    aligned to the end, would give the queries the last T_q positions.)"""
+    indices of the tokens in the (B, T) block: with left padding the real tokens shift together, which leaves their
+    scores unchanged. Cached decoding rotates the new tokens by their index in the whole sequence (``start`` on)."""
 
     def __init__(self, head_dim: int, base: float):
         super().__init__()
@@ -118,9 +119,10 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim),
                              persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, T, D) -> (B, H, T, D), rotated by position."""
-        angles = torch.outer(torch.arange(x.shape[-2], device=x.device, dtype=torch.float32), self.inv_freq)
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, H, T, D) -> (B, H, T, D), token t rotated by position start + t."""
+        positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
+        angles = torch.outer(positions, self.inv_freq)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         even, odd = x[..., 0::2], x[..., 1::2]
         return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
@@ -144,46 +146,166 @@ class Unpadded:
         return padded.view(self.batch, self.length, *rows.shape[1:])
 
 
-class SelfAttention(nn.Module):
-    """One ``qkv`` projection to n_head query heads and n_kv_head key and value heads (n_head each by default).
-    Positions (RoPE), QK-norm and the key/value heads' repetition all happen before the kernel call, so every
-    attention kernel serves every option with the (B, H, T, D) tensors of its protocol."""
+class KVSlot:
+    """The keys and values one attention sub-layer has cached, (B, n_kv_head, T, head_dim) each: after RoPE and
+    QK-norm, before the key/value heads are repeated for grouped-query attention (so the cache stays small)."""
 
-    def __init__(self, opts: TransformerOptions, attention):
-        super().__init__()
+    def __init__(self):
+        self.k = self.v = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new tokens' keys and values; returns the keys and values of every token so far."""
+        if self.k is not None:
+            k, v = torch.cat((self.k, k), dim=-2), torch.cat((self.v, v), dim=-2)
+        self.k, self.v = k, v
+        return k, v
+
+
+class KVCache:
+    """What a decoder keeps between the calls of incremental decoding (``model.new_cache()``, see the Model protocol
+    in hookformer.core.parts): per block, the keys and values of every token so far; for an encoder-decoder also the
+    cross-attention keys and values of the source (computed on the first call) and the source's padding mask."""
+
+    def __init__(self, n_layer: int, cross_attention: bool = False):
+        self.self_attn = [KVSlot() for _ in range(n_layer)]
+        self.cross_attn = [KVSlot() if cross_attention else None for _ in range(n_layer)]
+        self.memory_mask: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """The number of tokens cached so far (padding included): the position of the next token."""
+        return self.self_attn[0].length
+
+    @property
+    def has_memory(self) -> bool:
+        """Whether the source's cross-attention keys and values are cached (the encoder need not run again)."""
+        return self.cross_attn[0] is not None and self.cross_attn[0].k is not None
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the batch rows ``index`` (a LongTensor (B_new,)), in that order, in place: beam search reorders its
+        hypotheses, and finished rows can be dropped."""
+        for slot in (*self.self_attn, *self.cross_attn):
+            if slot is not None and slot.k is not None:
+                rows = index.to(slot.k.device)
+                slot.k, slot.v = slot.k.index_select(0, rows), slot.v.index_select(0, rows)
+        if self.memory_mask is not None:
+            self.memory_mask = self.memory_mask.index_select(0, index.to(self.memory_mask.device))
+
+
+class Attention(nn.Module):
+    """What self- and cross-attention share: the head layout, QK-norm, the key/value heads' repetition (grouped-query
+    attention), the kernel call and the output projection. Positions (RoPE), QK-norm and the repetition all happen
+    before the kernel call, so every attention kernel serves every option with the (B, H, T, D) tensors of its
+    protocol."""
+
+    #: What a kernel refused for T_q != T_k should hear about this sub-layer's calls.
+    unequal_lengths_use: str
+
+    def _init_heads(self, opts: TransformerOptions, attention, causal: bool) -> None:
+        # Called after the input projections are made: the modules' order decides the initial weights' draws.
         self.n_head, self.kv_heads, self.head_dim = opts.n_head, opts.kv_heads, opts.head_dim
-        self.causal = opts.causal
+        self.causal = causal
         self.dropout = opts.dropout
         self.attention = attention
-        self.qkv = nn.Linear(opts.d_model, opts.d_model + 2 * self.kv_heads * self.head_dim, bias=opts.bias)
         self.proj = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
         self.qk_norm = opts.qk_norm
         if opts.qk_norm:
             self.q_norm = nn.RMSNorm(self.head_dim, eps=opts.norm_eps)
             self.k_norm = nn.RMSNorm(self.head_dim, eps=opts.norm_eps)
+
+    def attend(self, q, k, v, key_padding_mask, document_ids, unpadded: Unpadded | None) -> torch.Tensor:
+        """The kernel on q (B, H, T_q, D) and k, v (B, H_kv, T_k, D), heads merged and projected: (B, T_q, C), or
+        the (N, C) real tokens with ``unpadded``."""
+        b, _, t, _ = q.shape
+        if self.kv_heads != self.n_head:
+            # Query head h reads key/value head h // group: repeated, the kernels need no notion of groups.
+            group = self.n_head // self.kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        try:
+            # Only a kernel that declares document masks is handed document_ids (see AttentionKernel).
+            y = self.attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
+                               dropout_p=self.dropout if self.training else 0.0, **documents(document_ids))
+        except HookformerError as err:
+            if k.shape[-2] == t:
+                raise
+            raise HookformerError(f"{err} {self.unequal_lengths_use}") from err
+        y = y.transpose(1, 2).reshape(b, t, self.n_head * self.head_dim)
+        return self.proj(y if unpadded is None else unpadded.select(y))
+
+
+class SelfAttention(Attention):
+    """One ``qkv`` projection to n_head query heads and n_kv_head key and value heads (n_head each by default)."""
+
+    unequal_lengths_use = ("Decoding with a KV cache calls the kernel with the new tokens' queries over every cached "
+                           "key (T_q < T_k, the causal diagonal aligned to the end): a kernel without unequal_lengths "
+                           "cannot attend over cached keys. Generate with use_cache: false, or choose another "
+                           "attention kernel.")
+
+    def __init__(self, opts: TransformerOptions, attention):
+        super().__init__()
+        self.qkv = nn.Linear(opts.d_model, opts.d_model + 2 * opts.kv_heads * opts.head_dim, bias=opts.bias)
+        self._init_heads(opts, attention, opts.causal)
         self.rotary = Rotary(self.head_dim, opts.rope_base) if opts.positions == "rope" else None
 
-    def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None):
+    def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None,
+                cache: KVSlot | None = None):
+        """With ``cache``, ``x`` holds the new tokens only: their keys and values are appended to the cache's, and
+        their queries attend over all of them (``key_padding_mask`` then covers every token so far)."""
         qkv = self.qkv(x)
         if unpadded is not None:
             qkv = unpadded.pad(qkv)
         b, t, _ = qkv.shape
-        c = self.n_head * self.head_dim
         heads = qkv.view(b, t, self.n_head + 2 * self.kv_heads, self.head_dim).transpose(1, 2)
         q, k, v = heads.split([self.n_head, self.kv_heads, self.kv_heads], dim=1)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
-        if self.kv_heads != self.n_head:
-            # Query head h reads key/value head h // group: repeated, the kernels need no notion of groups.
-            group = self.n_head // self.kv_heads
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        # Only a kernel that declares document masks is handed document_ids (see AttentionKernel).
-        y = self.attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
-                           dropout_p=self.dropout if self.training else 0.0, **documents(document_ids))
-        y = y.transpose(1, 2).reshape(b, t, c)
-        return self.proj(y if unpadded is None else unpadded.select(y))
+            start = 0 if cache is None else cache.length
+            q, k = self.rotary(q, start), self.rotary(k, start)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        return self.attend(q, k, v, key_padding_mask, document_ids, unpadded)
+
+
+class CrossAttention(Attention):
+    """Attention of the decoder's tokens (queries, projected by ``q``) over the encoder's output ``memory`` (keys and
+    values, projected by ``kv``) with the source's padding mask: a non-causal kernel call with T_q != T_k. No
+    positions here: the encoder's hidden states carry the source's."""
+
+    unequal_lengths_use = ("An encoder-decoder's cross-attention attends from the target's tokens over the source's "
+                           "(T_q != T_k): choose an attention kernel that declares unequal_lengths.")
+
+    def __init__(self, opts: TransformerOptions, attention):
+        super().__init__()
+        self.q = nn.Linear(opts.d_model, opts.d_model, bias=opts.bias)
+        self.kv = nn.Linear(opts.d_model, 2 * opts.kv_heads * opts.head_dim, bias=opts.bias)
+        self._init_heads(opts, attention, causal=False)
+
+    def forward(self, x, memory, memory_mask=None, unpadded: Unpadded | None = None, cache: KVSlot | None = None):
+        """``memory``: (B, S, C) encoder hidden states, ``memory_mask`` (B, S) True on real source tokens. With
+        ``cache``, the memory's keys and values are computed on the first call and read from it afterwards
+        (``memory`` may then be None)."""
+        q = self.q(x)
+        if unpadded is not None:
+            q = unpadded.pad(q)
+        b, t, _ = q.shape
+        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+        if cache is not None and cache.k is not None:
+            k, v = cache.k, cache.v
+        else:
+            s = memory.shape[1]
+            k, v = self.kv(memory).view(b, s, 2 * self.kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
+            if self.qk_norm:
+                k = self.k_norm(k)
+            if cache is not None:
+                cache.extend(k, v)
+        if self.qk_norm:
+            q = self.q_norm(q)
+        return self.attend(q, k, v, memory_mask, None, unpadded)
 
 
 def swiglu_width(d_model: int) -> int:
@@ -212,24 +334,39 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """x + attention(norm(x)), then x + mlp(norm(x)); post-norm: norm(x + attention(x)), then norm(x + mlp(x))."""
+    """x + attention(norm(x)), then x + mlp(norm(x)); post-norm: norm(x + attention(x)), then norm(x + mlp(x)).
+    With ``cross_attention`` (an encoder-decoder's decoder blocks), a cross-attention sub-layer over the encoder's
+    output sits between the two, with its own norm, residual and the same pre- or post-norm placement."""
 
-    def __init__(self, opts: TransformerOptions, attention):
+    def __init__(self, opts: TransformerOptions, attention, cross_attention: bool = False):
         super().__init__()
         self.post_norm = opts.norm_position == "post"
         self.norm1 = make_norm(opts, opts.d_model)
         self.attn = SelfAttention(opts, attention)
+        if cross_attention:
+            self.cross_norm = make_norm(opts, opts.d_model)
+            self.cross_attn = CrossAttention(opts, attention)
+        self.cross_attention = cross_attention
         self.norm2 = make_norm(opts, opts.d_model)
         self.mlp = MLP(opts)
         self.drop = nn.Dropout(opts.dropout)
 
-    def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None):
-        """``x``: (B, T, C), or (N, C) real tokens when ``unpadded`` says where they sit."""
+    def _residual(self, x, norm: nn.Module, sublayer) -> torch.Tensor:
         if self.post_norm:
-            x = self.norm1(x + self.drop(self.attn(x, key_padding_mask, document_ids, unpadded)))
-            return self.norm2(x + self.drop(self.mlp(x)))
-        x = x + self.drop(self.attn(self.norm1(x), key_padding_mask, document_ids, unpadded))
-        return x + self.drop(self.mlp(self.norm2(x)))
+            return norm(x + self.drop(sublayer(x)))
+        return x + self.drop(sublayer(norm(x)))
+
+    def forward(self, x, key_padding_mask=None, document_ids=None, unpadded: Unpadded | None = None,
+                cache: tuple[KVSlot, KVSlot | None] | None = None, memory=None, memory_mask=None):
+        """``x``: (B, T, C), or (N, C) real tokens when ``unpadded`` says where they sit. ``cache``: this block's
+        (self-attention, cross-attention) slots of a :class:`KVCache`. ``memory``, ``memory_mask``: the encoder's
+        output and the source's padding mask, for the cross-attention sub-layer."""
+        self_slot, cross_slot = cache if cache is not None else (None, None)
+        x = self._residual(x, self.norm1, lambda h: self.attn(h, key_padding_mask, document_ids, unpadded, self_slot))
+        if self.cross_attention:
+            x = self._residual(x, self.cross_norm,
+                               lambda h: self.cross_attn(h, memory, memory_mask, unpadded, cross_slot))
+        return self._residual(x, self.norm2, self.mlp)
 
 
 def sinusoidal_table(length: int, width: int) -> torch.Tensor:
@@ -267,15 +404,25 @@ class LMTransform(nn.Module):
 
 class Transformer(nn.Module):
     """Token embedding (+ segment embedding) + positions -> blocks -> final norm -> heads: the language-model head,
-    plus any task heads attached with ``add_head`` (see the Model protocol in hookformer.core.parts)."""
+    plus any task heads attached with ``add_head`` (see the Model protocol in hookformer.core.parts).
 
-    def __init__(self, opts: TransformerOptions, attention, vocab_size: int, max_seq_len: int):
+    ``cross_attention`` gives every block a cross-attention sub-layer over ``memory`` (an encoder-decoder's decoder);
+    ``lm_head: False`` leaves out the output projection (an encoder-decoder's encoder)."""
+
+    #: Output names of a forward pass with ``heads`` that are not task heads.
+    OUTPUTS = ("hidden", "lm")
+    #: Whether the model reads a source (``input_ids``) and a target (``decoder_input_ids``): see EncoderDecoder.
+    encoder_decoder = False
+
+    def __init__(self, opts: TransformerOptions, attention, vocab_size: int, max_seq_len: int, *,
+                 cross_attention: bool = False, lm_head: bool = True):
         super().__init__()
         self.opts = opts
         self.vocab_size = vocab_size
         self.max_seq_len = max_seq_len
         self.d_model = opts.d_model
         self.causal = opts.causal
+        self.cross_attention = cross_attention
         self.tok_emb = nn.Embedding(vocab_size, opts.d_model)
         if opts.type_vocab_size:
             self.type_emb = nn.Embedding(opts.type_vocab_size, opts.d_model)
@@ -286,14 +433,15 @@ class Transformer(nn.Module):
         if opts.embedding_norm:
             self.emb_norm = make_norm(opts, opts.d_model)
         self.drop = nn.Dropout(opts.dropout)
-        self.blocks = nn.ModuleList(Block(opts, attention) for _ in range(opts.n_layer))
+        self.blocks = nn.ModuleList(Block(opts, attention, cross_attention) for _ in range(opts.n_layer))
         # Post-norm blocks end in a norm already.
         self.norm = make_norm(opts, opts.d_model) if opts.norm_position == "pre" else nn.Identity()
-        if opts.lm_head_transform:
-            self.lm_transform = LMTransform(opts)
-        self.lm_head = nn.Linear(opts.d_model, vocab_size, bias=opts.lm_head_transform)
-        if opts.tie_embeddings:
-            self.lm_head.weight = self.tok_emb.weight
+        if lm_head:
+            if opts.lm_head_transform:
+                self.lm_transform = LMTransform(opts)
+            self.lm_head = nn.Linear(opts.d_model, vocab_size, bias=opts.lm_head_transform)
+            if opts.tie_embeddings:
+                self.lm_head.weight = self.tok_emb.weight
         self.heads = nn.ModuleDict()
         if opts.pooler:
             self.add_head("pooled", FirstTokenPooler(opts.d_model))
@@ -314,25 +462,48 @@ class Transformer(nn.Module):
 
     def add_head(self, name: str, module: nn.Module) -> None:
         """Attach a task head ``module(hidden, attention_mask)``; its parameters are named ``heads.<name>.*``."""
-        if name in ("hidden", "lm") or name in self.heads:
+        if name in self.OUTPUTS or name in self.heads:
             raise ValueError(f'the model already has a head named "{name}"')
         self.heads[name] = module.to(self.tok_emb.weight.device)
 
-    def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None, document_ids=None):
-        """(B, T) ids -> (B, T, d_model) after the final norm. ``attention_mask``: (B, T), True/1 on real tokens."""
+    def new_cache(self) -> KVCache:
+        """An empty :class:`KVCache` for incremental decoding: pass it as ``cache`` to every call."""
+        if not self.causal:
+            raise ConfigError("a bidirectional encoder (model.causal: false) has no KV cache: every token's state "
+                              "depends on the tokens after it, so nothing computed can be kept as the text grows")
+        return KVCache(len(self.blocks), self.cross_attention)
+
+    def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None, document_ids=None, *,
+                      cache: KVCache | None = None, memory=None, memory_mask=None):
+        """(B, T) ids -> (B, T, d_model) after the final norm. ``attention_mask``: (B, T), True/1 on real tokens.
+
+        With ``cache`` the ids are the new tokens only, their positions continue from ``cache.length``, and
+        ``attention_mask`` covers every token so far (B, cache.length + T). ``memory`` (B, S, d_model) and
+        ``memory_mask`` (B, S) feed the cross-attention sub-layers."""
         b, t = input_ids.shape
-        if t > self.max_seq_len:
-            raise ConfigError(f"a sequence of {t} tokens is longer than model.max_seq_len ({self.max_seq_len})")
+        start = 0 if cache is None else cache.length
+        if start + t > self.max_seq_len:
+            raise ConfigError(f"a sequence of {start + t} tokens is longer than model.max_seq_len "
+                              f"({self.max_seq_len})")
         if token_type_ids is not None and not self.opts.type_vocab_size:
             raise ConfigError("the batch has token_type_ids (sentence pairs), but the model has no segment "
                               "embeddings: set model.type_vocab_size: 2 (--set model.type_vocab_size=2)")
+        if cache is not None:
+            if document_ids is not None:
+                raise ConfigError("document_ids (packed documents) cannot be used with a KV cache: decode one "
+                                  "text per row")
+            if attention_mask is not None and attention_mask.shape[1] != start + t:
+                raise ConfigError(f"with a KV cache, attention_mask covers every token so far: expected "
+                                  f"{start + t} columns ({start} cached + {t} new), got {attention_mask.shape[1]}")
         key_padding_mask = attention_mask.bool() if attention_mask is not None else None
         unpadded = None
-        # The all() check costs one device sync; without padding there is nothing to skip.
-        if (key_padding_mask is not None and self.opts.unpad and not torch.compiler.is_compiling()
+        # The all() check costs one device sync; without padding there is nothing to skip. With a cache, the cached
+        # keys keep the padded (B, T) layout so that each call appends to them, and a decoding step's one token per
+        # row leaves nothing to skip.
+        if (key_padding_mask is not None and cache is None and self.opts.unpad and not torch.compiler.is_compiling()
                 and not bool(key_padding_mask.all())):
             unpadded = Unpadded(key_padding_mask)
-        positions = torch.arange(t, device=input_ids.device)  # (T,), broadcast over the batch
+        positions = torch.arange(start, start + t, device=input_ids.device)  # (T,), broadcast over the batch
         if unpadded is not None:
             input_ids, positions = unpadded.select(input_ids), unpadded.select(positions.expand(b, t))
             if token_type_ids is not None:
@@ -349,8 +520,9 @@ class Transformer(nn.Module):
         if self.opts.embedding_norm:
             x = self.emb_norm(x)
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, key_padding_mask, document_ids, unpadded)
+        for i, block in enumerate(self.blocks):
+            slots = None if cache is None else (cache.self_attn[i], cache.cross_attn[i])
+            x = block(x, key_padding_mask, document_ids, unpadded, slots, memory, memory_mask)
         x = self.norm(x)
         return x if unpadded is None else unpadded.pad(x)
 
@@ -360,14 +532,14 @@ class Transformer(nn.Module):
         cap = self.opts.logit_softcap
         return logits if cap is None else cap * torch.tanh(logits / cap)
 
-    def forward(self, input_ids, attention_mask=None, *, token_type_ids=None, document_ids=None, heads=None):
-        """(B, T) ids -> (B, T, vocab) logits; with ``heads``, a dict of the named heads' outputs."""
-        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids, document_ids)
-        if heads is None:
-            return self.lm_logits(hidden)
+    def outputs(self, hidden, attention_mask, heads, **computed) -> dict:
+        """The dict of a forward pass with ``heads``: ``computed`` outputs by name, ``"hidden"``, ``"lm"``, or the
+        task heads on ``hidden``."""
         outputs = {}
         for name in heads:
-            if name == "hidden":
+            if name in computed:
+                outputs[name] = computed[name]
+            elif name == "hidden":
                 outputs[name] = hidden
             elif name == "lm":
                 outputs[name] = self.lm_logits(hidden)
@@ -375,12 +547,30 @@ class Transformer(nn.Module):
                 outputs[name] = self.heads[name](hidden, attention_mask)
         return outputs
 
+    def forward(self, input_ids, attention_mask=None, *, token_type_ids=None, document_ids=None, heads=None,
+                cache: KVCache | None = None, decoder_input_ids=None, decoder_attention_mask=None):
+        """(B, T) ids -> (B, T, vocab) logits; with ``heads``, a dict of the named heads' outputs. With ``cache``
+        (``new_cache()``), ``input_ids`` are the new tokens only (see ``hidden_states``)."""
+        if decoder_input_ids is not None or decoder_attention_mask is not None:
+            raise ConfigError("the batch has decoder_input_ids (a source and a target, from a sequence-to-sequence "
+                              "objective or pairs data), but model transformer reads one sequence: use the "
+                              "encoder-decoder model (model.name: encoder_decoder)")
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids, document_ids, cache=cache)
+        if heads is None:
+            return self.lm_logits(hidden)
+        return self.outputs(hidden, attention_mask, heads)
 
-def build(options: TransformerOptions, ctx) -> Transformer:
-    """The transformer for the run's negotiated shapes (``ctx.shapes``), unless the options fix them."""
+
+def shapes(options: TransformerOptions, ctx) -> tuple[int, int]:
+    """(vocab_size, max_seq_len): the run's negotiated shapes (``ctx.shapes``), unless the options fix them."""
     vocab_size = options.vocab_size or ctx.shapes.vocab_size
     max_seq_len = options.max_seq_len or ctx.shapes.max_seq_len
     if vocab_size is None or max_seq_len is None:
         raise ConfigError("model: vocab_size and max_seq_len must be set when the run has no tokenizer or data "
                           "to take them from.")
-    return Transformer(options, ctx.attention, vocab_size, max_seq_len)
+    return vocab_size, max_seq_len
+
+
+def build(options: TransformerOptions, ctx) -> Transformer:
+    """The transformer for the run's negotiated shapes (``ctx.shapes``), unless the options fix them."""
+    return Transformer(options, ctx.attention, *shapes(options, ctx))

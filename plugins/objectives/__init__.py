@@ -34,6 +34,18 @@ def hookformer_parts():
                  "head at every position, scored where the data puts a label (each word's first sub-word piece)",
                  factory=f"{_HERE}.token_classification:build",
                  options=f"{_HERE}.token_classification:TokenClassificationOptions"),
+        # seq2seq (issue 13): encoder-decoder objectives
+        PartSpec("objective", "seq2seq", "sequence to sequence: cross-entropy of the target tokens with teacher "
+                 "forcing (label smoothing optional). Model: encoder_decoder; data: pairs or code_summaries",
+                 factory=f"{_HERE}.seq2seq:build", options=f"{_HERE}.seq2seq:Seq2SeqOptions"),
+        PartSpec("objective", "span_corruption", "T5 denoising: 15% of the tokens dropped in spans (mean length 3), "
+                 "each span a sentinel token; predict the spans. Model: encoder_decoder; tokenizer with sentinels",
+                 factory=f"{_HERE}.span_corruption:build", options=f"{_HERE}.span_corruption:SpanCorruptionOptions"),
+        PartSpec("objective", "text_infilling", "BART denoising: Poisson-length spans (30% of the tokens) each "
+                 "replaced by one mask token, sentences optionally permuted; reconstruct the text. Model: "
+                 "encoder_decoder", factory=f"{_HERE}.text_infilling:build",
+                 options=f"{_HERE}.text_infilling:TextInfillingOptions"),
+        # extractive question answering (issue 17, item 5)
         PartSpec("objective", "extractive_qa", "extractive question answering (SQuAD): start and end scores per "
                  "token, cross-entropy on both; evaluation extracts each question's best answer span as text. Data: "
                  "squad or stdlib_qa", factory=f"{_HERE}.extractive_qa:build",

@@ -65,6 +65,10 @@ class SentencePieceOptions(PartOptions):
     num_threads: int = Field(
         2, ge=1, description="threads for training and batch encoding; the trained model depends on it, so changing "
                              "it trains a different tokenizer")
+    sentinel_tokens: int = Field(
+        0, ge=0, le=1000, description="train with this many sentinel pieces <extra_id_0>, <extra_id_1>, ... (one id "
+                                      "each, decoded as written), which objective span_corruption needs; ignored "
+                                      "with model_file")
 
 
 class SentencePieceTokenizer:
@@ -197,7 +201,9 @@ def train(options: SentencePieceOptions, data: DataSource | None) -> bytes:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences), model_writer=model, model_type=options.model_type,
             vocab_size=options.vocab_size, character_coverage=options.character_coverage,
-            num_threads=options.num_threads, **_TRAINER_SETTINGS)
+            num_threads=options.num_threads, **{**_TRAINER_SETTINGS, "user_defined_symbols": [
+                *_TRAINER_SETTINGS["user_defined_symbols"],
+                *(f"<extra_id_{i}>" for i in range(options.sentinel_tokens))]})
     except RuntimeError as exc:
         error = _training_error(str(exc))
         if error is None:
