@@ -4,18 +4,13 @@ tokenizers library's own offsets, and by the tokenizer kit."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.tokenizers.byte import ByteTokenizer, char_spans
 from hookformer.registry.catalog import Catalog
 from hookformer.testing import MIXED_TEXTS, check_offsets, check_tokenizer
 from hookformer.testing.tokenizer import corpus
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_hf_interop import byte_level_bpe, wordpiece  # noqa: E402
+from test_hf_interop import byte_level_bpe, wordpiece
 
 TEXTS = MIXED_TEXTS + (
     "Return the absolute value of x.",

@@ -29,11 +29,18 @@ def hookformer_parts():
         PartSpec("data", "stdlib_areas", "fine-tuning demo, no download: classify a standard-library docstring by "
                  "the area of the library it comes from (text, numbers, files, networking, concurrency, ...)",
                  factory=f"{_HERE}.stdlib_areas:build", options=f"{_HERE}.stdlib_areas:StdlibAreasOptions"),
-        # seq2seq (issue 13)
+        # sequence to sequence
         PartSpec("data", "pairs", "source/target pairs for sequence-to-sequence training (encoder-decoders) from "
                  "local JSONL, CSV, TSV or Parquet files", factory=f"{_HERE}.pairs:build",
                  options=f"{_HERE}.pairs:PairsOptions"),
         PartSpec("data", "code_summaries", "seq2seq demo, no download: summarize a standard-library function or "
                  "class (source without its docstring) into its docstring's first sentence, split by module",
                  factory=f"{_HERE}.code_summaries:build", options=f"{_HERE}.code_summaries:CodeSummariesOptions"),
+        # extractive question answering
+        PartSpec("data", "squad", "extractive question answering from local SQuAD-format JSON (v1.1, v2.0 with "
+                 "unanswerable questions): question + context windows with the answer's start and end tokens",
+                 factory=f"{_HERE}.squad:build", options=f"{_HERE}.squad:SquadOptions"),
+        PartSpec("data", "stdlib_qa", "question-answering demo, no download: \"What does NAME return?\" over the "
+                 "docstring summaries of a class's or module's members, answered by the span after \"Return\"",
+                 factory=f"{_HERE}.stdlib_qa:build", options=f"{_HERE}.stdlib_qa:StdlibQAOptions"),
     ]

@@ -23,7 +23,7 @@ def hookformer_parts():
                  factory=f"{_HERE}.entity_f1:build"),
         PartSpec("metric", "exact_match", "share of sequences whose every scored position is right (val_exact_match)",
                  factory=f"{_HERE}.exact_match:build"),
-        # seq2seq (issue 13): metrics of generated text
+        # metrics of generated text
         PartSpec("metric", "bleu", "corpus BLEU of generated validation texts, by sacrebleu (val_bleu)",
                  factory=f"{_HERE}.bleu:build", options=f"{_HERE}.bleu:BLEUOptions"),
         PartSpec("metric", "chrf", "corpus chrF (chrF++ with word_order: 2) of generated validation texts, by "
@@ -31,4 +31,8 @@ def hookformer_parts():
         PartSpec("metric", "rouge", "ROUGE-1/2/L F-measures of generated validation texts, by rouge-score "
                  "(val_rouge1, val_rouge2, val_rougeL)", factory=f"{_HERE}.rouge:build",
                  options=f"{_HERE}.rouge:ROUGEOptions"),
+        # extractive question answering
+        PartSpec("metric", "squad", "SQuAD's exact match and F1 of the predicted answer texts, official normalization "
+                                    "(val_squad_exact_match, val_squad_f1)",
+                 factory=f"{_HERE}.squad:build"),
     ]

@@ -49,4 +49,9 @@ def hookformer_parts():
                  "same embeddings, saved with the run) fills masked positions, the model says at every position "
                  "which tokens were replaced; use with model.causal: false", factory=f"{_HERE}.electra:build",
                  options=f"{_HERE}.electra:ElectraOptions"),
+        # extractive question answering
+        PartSpec("objective", "extractive_qa", "extractive question answering (SQuAD): start and end scores per "
+                 "token, cross-entropy on both; evaluation extracts each question's best answer span as text. Data: "
+                 "squad or stdlib_qa", factory=f"{_HERE}.extractive_qa:build",
+                 options=f"{_HERE}.extractive_qa:ExtractiveQAOptions"),
     ]
