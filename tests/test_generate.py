@@ -2,6 +2,10 @@
 of prompts of different lengths, checked against written-out references and transformers' logits processors and
 beam search."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from hookformer.core.capabilities import AttentionCapabilities, CheckedKernel
@@ -309,3 +313,14 @@ def test_generate_refuses_bad_requests_with_exit_2_and_one_paragraph(run_dir, ca
     assert main(["generate", str(run_dir), "--prompt", "a", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_decode_benchmark_times_the_engine_with_and_without_the_cache_beside_transformers(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "decode.py"
+    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| 64 | 1 |"))
+    cells = [cell.strip() for cell in row.split("|")[3:6]]
+    assert all(cell.replace(",", "").isdigit() for cell in cells), row
