@@ -78,6 +78,9 @@ def test_sampling_is_reproducible_per_seed_and_a_prompt_does_not_depend_on_the_p
         generate(model, [PROMPTS[0]] * 2, sampled, tokenizer=TOKENIZER)[1]  # each prompt draws from its own stream
     other = generate(model, PROMPTS, sampled.model_copy(update={"seed": 4}), tokenizer=TOKENIZER)
     assert other != first
+    streamed = [[] for _ in PROMPTS]
+    generate(model, PROMPTS, sampled, tokenizer=TOKENIZER, on_token=lambda row, token: streamed[row].append(token))
+    assert streamed == first
 
 
 def test_sampling_with_top_k_1_or_a_tiny_top_p_is_greedy():
