@@ -20,6 +20,8 @@ from hookformer.plugins.models.transformer import Transformer, TransformerOption
 from hookformer.registry.catalog import Catalog
 
 VOCAB, MAX_LEN = 23, 12
+KERNELS = {"naive": lambda: naive_attention, "sdpa": lambda: sdpa_attention,
+           "triton_flash": lambda: TritonFlashAttention(TritonFlashOptions())}
 
 
 def tiny(attention=naive_attention, seed=0, **overrides):
@@ -54,9 +56,8 @@ def test_cross_attention_is_softmax_of_scaled_scores_with_the_source_padding_mas
 def test_naive_sdpa_and_triton_flash_agree_on_cross_attention_with_source_padding_in_values_and_gradients():
     src, src_mask, tgt, tgt_mask = pair()
     results = {}
-    for name, kernel in {"naive": naive_attention, "sdpa": sdpa_attention,
-                         "triton_flash": TritonFlashAttention(TritonFlashOptions())}.items():
-        model = tiny(kernel, n_layer=1)
+    for name, kernel in KERNELS.items():
+        model = tiny(kernel(), n_layer=1)
         logits = model(src, src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
         logits[tgt_mask.bool()].square().sum().backward()
         results[name] = (logits.detach(), {n: p.grad for n, p in model.named_parameters()})
@@ -75,10 +76,9 @@ def test_a_kernel_without_unequal_lengths_is_refused_for_cross_attention_by_its_
         tiny(kernel)(src, src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
 
 
-@pytest.mark.parametrize("kernel", ["naive", "sdpa"])
+@pytest.mark.parametrize("kernel", ["naive", "sdpa"])  # triton_flash's cached calls: tests/test_kv_cache.py
 def test_cached_decoding_with_a_reorder_equals_the_uncached_forward_pass(kernel):
-    model = tiny({"naive": naive_attention, "sdpa": sdpa_attention}[kernel], positions="rope", n_kv_head=1,
-                 qk_norm=True).eval()
+    model = tiny(KERNELS[kernel](), positions="rope", n_kv_head=1, qk_norm=True).eval()
     src, src_mask, tgt, _ = pair()
     with torch.no_grad():
         full = model(src, src_mask, decoder_input_ids=tgt)
@@ -159,7 +159,7 @@ def test_checkpoint_save_and_load_through_the_engine_round_trips_a_registered_en
     torch.manual_seed(1)
     loaded = entry.build(options, ctx)
     assert checkpoint.load(path, loaded)["step"] == 3
-    src, src_mask, tgt, tgt_mask = pair()
+    src, src_mask, tgt, _ = pair()
     torch.testing.assert_close(loaded(src, src_mask, decoder_input_ids=tgt),
                                saved(src, src_mask, decoder_input_ids=tgt), rtol=0, atol=0)
     assert loaded.encoder.tok_emb.weight is loaded.tok_emb.weight  # still shared after loading
@@ -203,3 +203,53 @@ def test_a_tiny_encoder_decoder_learns_to_reverse_a_sequence(one_thread):
     with torch.no_grad():
         accuracy = (greedy(model.eval(), src, 5) == src.flip(1)).all(1).float().mean()
     assert accuracy >= 0.9, (float(loss), float(accuracy))
+
+
+def bart_weights(hf) -> dict:
+    """HF BART's tensors under this model's names (its positions table has 2 extra leading rows: offset 2)."""
+    state, ours = hf.model.state_dict(), {}
+
+    def cat(prefix, *names):
+        return {kind: torch.cat([state[f"{prefix}.{n}.{kind}"] for n in names]) for kind in ("weight", "bias")}
+
+    def linear(to, tensors):
+        ours.update({f"{to}.{kind}": tensor for kind, tensor in tensors.items()})
+
+    for stack, to in (("encoder", "encoder."), ("decoder", "")):
+        ours[f"{to}pos_emb.weight"] = state[f"{stack}.embed_positions.weight"][2:]
+        linear(f"{to}emb_norm", cat(stack, "layernorm_embedding"))
+        for i in range(len(getattr(hf.model, stack).layers)):
+            layer, block = f"{stack}.layers.{i}", f"{to}blocks.{i}"
+            linear(f"{block}.attn.qkv", cat(f"{layer}.self_attn", "q_proj", "k_proj", "v_proj"))
+            for ours_name, theirs in (("attn.proj", "self_attn.out_proj"), ("norm1", "self_attn_layer_norm"),
+                                      ("mlp.fc", "fc1"), ("mlp.proj", "fc2"), ("norm2", "final_layer_norm"),
+                                      ("cross_attn.q", "encoder_attn.q_proj"), ("cross_attn.proj",
+                                      "encoder_attn.out_proj"), ("cross_norm", "encoder_attn_layer_norm")):
+                if f"{layer}.{theirs}.weight" in state:
+                    linear(f"{block}.{ours_name}", cat(layer, theirs))
+            if stack == "decoder":
+                linear(f"{block}.cross_attn.kv", cat(f"{layer}.encoder_attn", "k_proj", "v_proj"))
+    ours["tok_emb.weight"] = state["shared.weight"]
+    return ours
+
+
+def test_post_norm_learned_positions_and_shared_embeddings_compute_what_hf_bart_computes_with_its_weights():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=MAX_LEN,
+                        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, activation_function="gelu",
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                        scale_embedding=False, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    hf = BartForConditionalGeneration(config).eval()
+    model = tiny(norm_position="post", embedding_norm=True, mlp="gelu_exact", d_ff=64).eval()
+    weights = bart_weights(hf)
+    assert set(weights) | {"encoder.tok_emb.weight", "lm_head.weight"} == set(model.state_dict())
+    model.load_state_dict(weights, strict=False)
+    src, src_mask, tgt, tgt_mask = pair()
+    with torch.no_grad():
+        theirs = hf(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt,
+                    decoder_attention_mask=tgt_mask).logits
+        ours = model(src, src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
+    torch.testing.assert_close(ours[tgt_mask.bool()], theirs[tgt_mask.bool()], rtol=1e-4, atol=1e-5)

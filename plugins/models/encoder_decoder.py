@@ -23,6 +23,8 @@ class EncoderDecoderOptions(TransformerOptions):
     share_embeddings: bool = Field(True, description="one token embedding for the source and the target (with "
                                    "tie_embeddings also the output projection: the original Transformer's three-way "
                                    "sharing); false gives the encoder an embedding of its own")
+    max_seq_len: int | None = Field(None, gt=0, description="longest source and longest target (the positions of "
+                                    "each stack); null means the data block size")
     causal: Literal[True] = Field(True, description="fixed: the encoder is bidirectional, the decoder causal")
     type_vocab_size: Literal[0] = Field(0, description="fixed at 0: no segment embeddings")
     pooler: Literal[False] = Field(False, description="fixed at false: sentence-level heads read the decoder's "

@@ -202,6 +202,9 @@ class Attention(nn.Module):
     before the kernel call, so every attention kernel serves every option with the (B, H, T, D) tensors of its
     protocol."""
 
+    #: What a kernel refused for T_q != T_k should hear about this sub-layer's calls.
+    unequal_lengths_use: str
+
     def _init_heads(self, opts: TransformerOptions, attention, causal: bool) -> None:
         # Called after the input projections are made: the modules' order decides the initial weights' draws.
         self.n_head, self.kv_heads, self.head_dim = opts.n_head, opts.kv_heads, opts.head_dim
