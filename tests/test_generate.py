@@ -327,3 +327,16 @@ def test_the_decode_benchmark_times_the_engine_with_and_without_the_cache_beside
     row = next(line for line in done.stdout.splitlines() if line.startswith("| 64 | 1 |"))
     cells = [cell.strip() for cell in row.split("|")[3:6]]
     assert all(cell.replace(",", "").isdigit() for cell in cells), row
+
+
+def test_the_terminal_stream_holds_back_a_possible_stop_string_and_a_split_character_until_settled(capsys):
+    from hookformer.core.cli import _Stream
+
+    stream = _Stream(TOKENIZER, list(b"> "), ["\n\n"])
+    shown = []
+    for token in [*b"ab\n", *"é".encode(), *b"c\n"]:
+        stream(0, token)
+        shown.append(capsys.readouterr().out)
+    assert shown == ["> a", "b", "", "", "\né", "c", ""]  # "\n" waits for its successor; é for its second byte
+    stream.finish(list("abé\nc".encode()))  # generate returned the tokens before the stop string
+    assert capsys.readouterr().out == "\n"
