@@ -526,7 +526,6 @@ class _Stream:
 
     def __init__(self, tokenizer, before: list[int], stops: list[str]):
         self.tokenizer, self.before, self.ids, self.stops, self.printed = tokenizer, before, list(before), stops, ""
-        self._write(tokenizer.decode(before))
 
     def __call__(self, row: int, token: int) -> None:
         self.ids.append(token)
@@ -540,7 +539,7 @@ class _Stream:
         print()
 
     def _write(self, text: str) -> None:
-        if text.startswith(self.printed) and len(text) > len(self.printed):
+        if text.startswith(self.printed) and len(text) > len(self.printed):  # else a stop string took back text
             sys.stdout.write(text[len(self.printed):])
             sys.stdout.flush()
             self.printed = text

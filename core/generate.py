@@ -46,7 +46,7 @@ class Decoding(BaseModel):
                                       "follows), besides eos")
     stop_at_eos: bool = Field(True, description="end a continuation at the tokenizer's eos (removed)")
     seed: int = Field(0, ge=0, lt=2**32, description="sampling seed: prompt i of a call draws from its own "
-                      "generator seeded from (seed, i), so its continuation does not depend on the prompts after it")
+                      "generator seeded from (seed, i): the other prompts of a batch do not change its draws")
     use_cache: bool = Field(True, description="keep the keys and values of past tokens (the model's KV cache) "
                             "instead of recomputing the whole context at every step; the same tokens either way")
 

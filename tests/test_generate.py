@@ -2,13 +2,20 @@
 of prompts of different lengths, checked against written-out references and transformers' logits processors and
 beam search."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from hookformer.core.capabilities import AttentionCapabilities, CheckedKernel
 from hookformer.core.cli import main
-from hookformer.core.errors import ConfigError
+from hookformer.core.errors import ConfigError, HookformerError
 from hookformer.core.generate import Decoding, _Seen, _warp, generate
 from hookformer.core.loop import Run
+from hookformer.plugins.attention.naive import naive_attention
 from hookformer.plugins.attention.sdpa import sdpa_attention
+from hookformer.plugins.models.encoder_decoder import EncoderDecoder, EncoderDecoderOptions
 from hookformer.plugins.models.transformer import Transformer, TransformerOptions
 from hookformer.plugins.tokenizers.byte import ByteTokenizer
 from test_hooks import config_of, raw_config
@@ -19,12 +26,17 @@ TOKENIZER = ByteTokenizer()
 PROMPTS = [list(b"def main("), list(b"x"), list(b"import os\n")]
 
 
-def decoder(vocab: int = 263, positions: str = "rope", max_seq_len: int = 64, seed: int = 0, **options):
+def decoder(vocab: int = 263, positions: str = "rope", max_seq_len: int = 64, seed: int = 0,
+            attention=sdpa_attention, **options):
     """A tiny decoder with large random weights: its next-token distributions are far from uniform, so rankings have
     no near-ties that rounding could flip."""
     torch.manual_seed(seed)
     model = Transformer(TransformerOptions(n_layer=2, n_head=2, d_model=16, positions=positions, **options),
-                        sdpa_attention, vocab_size=vocab, max_seq_len=max_seq_len)
+                        attention, vocab_size=vocab, max_seq_len=max_seq_len)
+    return large_weights(model)
+
+
+def large_weights(model):
     with torch.no_grad():
         for weight in model.parameters():
             if weight.dim() > 1:
@@ -66,6 +78,9 @@ def test_sampling_is_reproducible_per_seed_and_a_prompt_does_not_depend_on_the_p
         generate(model, [PROMPTS[0]] * 2, sampled, tokenizer=TOKENIZER)[1]  # each prompt draws from its own stream
     other = generate(model, PROMPTS, sampled.model_copy(update={"seed": 4}), tokenizer=TOKENIZER)
     assert other != first
+    streamed = [[] for _ in PROMPTS]
+    generate(model, PROMPTS, sampled, tokenizer=TOKENIZER, on_token=lambda row, token: streamed[row].append(token))
+    assert streamed == first
 
 
 def test_sampling_with_top_k_1_or_a_tiny_top_p_is_greedy():
@@ -202,6 +217,61 @@ def test_beam_search_and_penalized_greedy_decoding_equal_transformers_generate(l
             assert generate(model, [prompt], decoding, tokenizer=TOKENIZER) == [expected], options
 
 
+KINDS = {"greedy": {"greedy": True, "repetition_penalty": 1.3},
+         "sampled": {"temperature": 1.3, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.3, "seed": 11},
+         "beam": {"num_beams": 3, "length_penalty": 0.7}}
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_decoding_equals_recomputing_the_context_token_for_token(positions, kind):
+    """Left-padded prompts of different lengths; the context outgrows max_seq_len (16), where the cache gives way
+    to the sliding window."""
+    model = decoder(positions=positions, max_seq_len=16)
+    caches, new_cache = [], model.new_cache
+    model.new_cache = lambda: caches.append(new_cache()) or caches[-1]
+    decoding = Decoding(max_new_tokens=12, stop_at_eos=False, **KINDS[kind])
+    cached = generate(model, PROMPTS, decoding, tokenizer=TOKENIZER)
+    assert caches[0].length == 16  # filled up to max_seq_len, then the window slides
+    assert cached == generate(model, PROMPTS, decoding.model_copy(update={"use_cache": False}), tokenizer=TOKENIZER)
+    assert all(len(ids) == 12 for ids in cached) or kind == "beam"
+
+
+def test_a_kernel_that_cannot_attend_over_cached_keys_is_refused_with_how_to_generate_without_the_cache():
+    equal_only = CheckedKernel("equal_only", naive_attention, AttentionCapabilities(unequal_lengths=False))
+    model, reference = decoder(attention=equal_only), decoder(attention=naive_attention)
+    with pytest.raises(HookformerError, match="cannot attend over cached keys.*use_cache: false"):
+        generate(model, PROMPTS, Decoding(max_new_tokens=3, greedy=True), tokenizer=TOKENIZER)
+    uncached = Decoding(max_new_tokens=3, greedy=True, use_cache=False)
+    assert generate(model, PROMPTS, uncached, tokenizer=TOKENIZER) == \
+        generate(reference, PROMPTS, uncached, tokenizer=TOKENIZER)
+
+
+def test_an_encoder_decoder_decodes_each_source_as_a_written_out_loop_does_with_and_without_the_cache():
+    torch.manual_seed(0)
+    model = large_weights(EncoderDecoder(EncoderDecoderOptions(n_layer=2, n_head=2, d_model=16), sdpa_attention,
+                                         263, 24)).eval()
+    bos = TOKENIZER.special.bos
+    expected = []
+    for source in PROMPTS:  # alone, unpadded: the whole target through the model at every step
+        target = [bos]
+        for _ in range(8):
+            with torch.no_grad():
+                target.append(int(model(torch.tensor([source]), decoder_input_ids=torch.tensor([target]))[0, -1]
+                                  .argmax()))
+        expected.append(target[1:])
+    prompts = [[bos]] * len(PROMPTS)
+    for use_cache in (True, False):
+        greedy = Decoding(max_new_tokens=8, greedy=True, stop_at_eos=False, use_cache=use_cache)
+        assert generate(model, prompts, greedy, tokenizer=TOKENIZER, sources=PROMPTS) == expected
+    for kind in ("sampled", "beam"):
+        decoding = Decoding(max_new_tokens=8, **KINDS[kind])
+        assert generate(model, prompts, decoding, tokenizer=TOKENIZER, sources=PROMPTS) == generate(
+            model, prompts, decoding.model_copy(update={"use_cache": False}), tokenizer=TOKENIZER, sources=PROMPTS)
+    with pytest.raises(ConfigError, match="give one source per prompt"):
+        generate(model, prompts, decoding, tokenizer=TOKENIZER)
+
+
 def test_bad_generation_requests_are_config_errors_naming_the_problem():
     model = decoder(vocab=6)
     with pytest.raises(ConfigError, match=r"num_beams \(7\) is larger than the vocabulary \(6 tokens\)"):
@@ -246,3 +316,27 @@ def test_generate_refuses_bad_requests_with_exit_2_and_one_paragraph(run_dir, ca
     assert main(["generate", str(run_dir), "--prompt", "a", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_decode_benchmark_times_the_engine_with_and_without_the_cache_beside_transformers(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "decode.py"
+    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| 64 | 1 |"))
+    cells = [cell.strip() for cell in row.split("|")[3:6]]
+    assert all(cell.replace(",", "").isdigit() for cell in cells), row
+
+
+def test_the_terminal_stream_holds_back_a_possible_stop_string_and_a_split_character_until_settled(capsys):
+    from hookformer.core.cli import _Stream
+
+    stream = _Stream(TOKENIZER, list(b"> "), ["\n\n"])
+    shown = []
+    for token in [*b"ab\n", *"é".encode(), *b"c\n"]:
+        stream(0, token)
+        shown.append(capsys.readouterr().out)
+    assert shown == ["> a", "b", "", "", "\né", "c", ""]  # "\n" waits for its successor; é for its second byte
+    stream.finish(list("abé\nc".encode()))  # generate returned the tokens before the stop string
+    assert capsys.readouterr().out == "\n"
