@@ -490,7 +490,7 @@ def cmd_generate(args) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--prompts-file {args.prompts_file}: cannot read it as UTF-8 text ({exc})") from None
 
-    from hookformer.core.generate import Decoding, generate, is_encoder_decoder, load_trained
+    from hookformer.core.generate import Decoding, encode_source, generate, is_encoder_decoder, load_trained
 
     decoding = Decoding.of({
         "max_new_tokens": args.max_new_tokens, "greedy": args.greedy, "temperature": args.temperature,
@@ -502,7 +502,7 @@ def cmd_generate(args) -> int:
         if texts or not args.source:
             raise ConfigError(f"{args.run_dir} holds an encoder-decoder: give the texts to encode with --source "
                               "(repeatable), not --prompt or --prompts-file; the decoder starts from bos")
-        sources = [tokenizer.encode(text) or [tokenizer.special.eos] for text in args.source]
+        sources = [encode_source(tokenizer, text) for text in args.source]
         prompts, shown = [[tokenizer.special.bos]] * len(sources), [[] for _ in sources]
     else:
         if args.source:

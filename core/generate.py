@@ -67,6 +67,12 @@ def is_encoder_decoder(model) -> bool:
 
 
 @torch.no_grad()
+def encode_source(tokenizer, text: str) -> list[int]:
+    """The encoder input of an encoder-decoder for ``text``: its ids followed by eos, as the sequence-to-sequence
+    data parts write every source (``pairs``, ``code_summaries``), so generation sees what training saw."""
+    return [*tokenizer.encode(text), tokenizer.special.eos]
+
+
 def generate(model, prompts: list[list[int]], decoding: Decoding, *, tokenizer,
              sources: list[list[int]] | None = None, device: str = "cpu",
              on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:

@@ -27,7 +27,7 @@ from hookformer.core.config import EarlyStoppingConfig, RunConfig, is_hf_model_d
 from hookformer.core.distributed import World
 from hookformer.core.errors import CheckpointError, ConfigError, HookformerError
 from hookformer.core.evaluate import evaluate
-from hookformer.core.generate import Decoding, generate, is_encoder_decoder
+from hookformer.core.generate import Decoding, encode_source, generate, is_encoder_decoder
 from hookformer.core.objective import compute
 from hookformer.core.parts import RunView, Shapes, is_decoder
 from hookformer.core.precision import check_bf16
@@ -573,8 +573,10 @@ class Run:
         if not encoder_decoder and not is_decoder(self.model):
             self.log("no samples: the model is an encoder (model.causal: false), and text generation needs a decoder")
             return
-        text = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos]
-        prompt, sources = ([self.tokenizer.special.bos], [text]) if encoder_decoder else (text, None)
+        if encoder_decoder:
+            prompt, sources = [self.tokenizer.special.bos], [encode_source(self.tokenizer, cfg.sample_prompt)]
+        else:
+            prompt, sources = self.tokenizer.encode(cfg.sample_prompt) or [self.tokenizer.special.eos], None
         sampled = Decoding(max_new_tokens=cfg.sample_tokens, temperature=cfg.sample_temperature,
                            top_k=cfg.sample_top_k, seed=cfg.seed)
         kinds = [("greedy", sampled.model_copy(update={"greedy": True}), 1),

@@ -8,7 +8,9 @@ import random
 import pytest
 import torch
 
+from hookformer.core.cli import main
 from hookformer.core.config import compose, validate
+from hookformer.core.generate import Decoding, encode_source, generate
 from hookformer.core.loop import Run
 from hookformer.core.parts import BuildContext
 from hookformer.plugins.data.pairs import seq2seq_table
@@ -56,7 +58,7 @@ def run_config(tmp_path, **sections) -> dict:
 
 
 @pytest.mark.slow
-def test_a_tiny_encoder_decoder_learns_to_reverse_word_order_and_reports_bleu_and_rouge(tmp_path):
+def test_a_tiny_encoder_decoder_learns_to_reverse_word_order_and_reports_bleu_and_rouge(tmp_path, capsys):
     rng = random.Random(0)
     words = ["red", "blue", "cat", "dog", "sun", "moon", "tree", "car"]
     lines = [rng.choices(words, k=rng.randint(2, 4)) for _ in range(800)]
@@ -68,7 +70,8 @@ def test_a_tiny_encoder_decoder_learns_to_reverse_word_order_and_reports_bleu_an
                      metrics=["loss", "accuracy", {"name": "bleu", "max_examples": 40, "max_new_tokens": 24},
                               {"name": "rouge", "max_examples": 40, "max_new_tokens": 24}],
                      train={"max_steps": 200, "batch_size": 32, "eval_every": 100, "eval_batches": 2,
-                            "sample_tokens": 0, "progress": False, "device": "cpu"})
+                            "sample_tokens": 24, "sample_prompt": "red cat sun", "progress": False,
+                            "device": "cpu"})
     run = Run(validate(raw, Catalog.load()), tmp_path / "run")
     before = run.evaluate()
     summary = run.train()
@@ -77,6 +80,17 @@ def test_a_tiny_encoder_decoder_learns_to_reverse_word_order_and_reports_bleu_an
     last = [r for r in records if "val_bleu" in r][-1]
     assert {"val_bleu", "val_rouge1", "val_rouge2", "val_rougeL", "val_accuracy"} <= set(last)
     assert before["val_bleu"] < 1 and last["val_bleu"] > 20 and last["val_rougeL"] > 0.5
+
+    # The samples and `hookformer generate --source` encode the source as the data did (ids, then eos), so the
+    # trained model translates it: the greedy output is what generate() gives for that source.
+    greedy = generate(run.model, [[TOKENIZER.special.bos]], Decoding(greedy=True, max_new_tokens=24),
+                      tokenizer=TOKENIZER, sources=[encode_source(TOKENIZER, "red cat sun")])[0]
+    expected = TOKENIZER.decode(greedy)
+    assert f"--- greedy ---\n{expected}\n" in (tmp_path / "run" / "samples.txt").read_text()
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--source", "red cat sun", "--greedy",
+                 "--max-new-tokens", "24"]) == 0
+    assert capsys.readouterr().out.strip() == expected
 
 
 @pytest.mark.slow
