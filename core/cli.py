@@ -292,12 +292,32 @@ def _saved_config(run_dir: Path) -> dict:
     return read_yaml(path)
 
 
-#: The sections each command that rebuilds a saved run uses; it validates only these.
-EVALUATE_SECTIONS = ("data", "cleaning", "tokenizer", "model", "attention", "objective", "metrics", "train")
-GENERATE_SECTIONS = ("tokenizer", "model", "attention", "objective", "train")
-#: Export rebuilds the model as it was trained: a hook part's build wrapper may have changed it (``lora`` adds
-#: adapters, which it merges at export through hookformer_export_model).
-EXPORT_SECTIONS = (*GENERATE_SECTIONS, "hooks")
+#: The sections each command that rebuilds a saved run uses; it validates only these. Each rebuilds the model as it
+#: was trained, through the run's hook parts: a build wrapper may have changed it (``lora`` adds adapters, which
+#: export merges through hookformer_export_model).
+EVALUATE_SECTIONS = ("data", "cleaning", "tokenizer", "model", "attention", "objective", "metrics", "hooks", "train")
+GENERATE_SECTIONS = ("tokenizer", "model", "attention", "objective", "hooks", "train")
+EXPORT_SECTIONS = GENERATE_SECTIONS
+
+
+def _installed_hooks(raw: dict, catalog, command: str) -> dict:
+    """``raw`` without the hook parts that are no longer installed, each named in a warning: evaluate and generate
+    emit no run events, so a hook part that only listens to them (a logger) is not needed there. One whose build
+    wrapper changed the model is: its tensors are then refused by name when the checkpoint loads."""
+    key = "hooks" if "hooks" in raw else "callbacks"
+    hooks = raw.get(key)
+    if not isinstance(hooks, list):
+        return raw
+    installed = set(catalog.names("hook"))
+    kept = []
+    for entry in hooks:
+        name = entry.get("name") if isinstance(entry, dict) else entry
+        if isinstance(name, str) and name not in installed:
+            print(f"hookformer: warning: hook part \"{name}\" of this run is not installed; {command} runs "
+                  "without it", file=sys.stderr)
+        else:
+            kept.append(entry)
+    return {**raw, key: kept}
 
 
 def _validate_saved(raw: dict, run_dir: Path, args, sections: tuple[str, ...] | None = None):
@@ -309,7 +329,10 @@ def _validate_saved(raw: dict, run_dir: Path, args, sections: tuple[str, ...] | 
     from hookformer.core.config import PartChoice
 
     saved = provenance.read(run_dir)
-    config = run_config.validate(raw, _catalog(args), sections=sections, provenance=saved)
+    catalog = _catalog(args)
+    if args.command in ("evaluate", "generate"):
+        raw = _installed_hooks(raw, catalog, args.command)
+    config = run_config.validate(raw, catalog, sections=sections, provenance=saved)
     choices: list[PartChoice] = [*config.parts.values(), *config.metrics, *config.hooks, *config.cleaning]
     now = {choice.section: provenance.entry_record(choice.stage, choice.name, choice.entry) for choice in choices}
     for note in provenance.changes(saved, now):

@@ -333,7 +333,8 @@ def test_a_run_whose_plugin_is_gone_names_the_package_and_generate_needs_only_it
     assert main(["train", "--resume", str(tmp_path / "run"), "--set", "train.max_steps=3"]) == 2
     err = capsys.readouterr().err
     assert 'unknown hook part "tensorboard"' in err and 'pip install "hookformer-run-hooks==0.1.0"' in err
-    assert main(["generate", str(tmp_path / "run"), "--tokens", "4", "--greedy"]) == 0  # it uses no hook part
+    assert main(["generate", str(tmp_path / "run"), "--tokens", "4", "--greedy"]) == 0  # it emits no run events
+    assert 'hook part "tensorboard" of this run is not installed; generate runs without it' in capsys.readouterr().err
 
 
 def test_a_part_made_with_another_version_is_a_warning(tmp_path, docs_corpus, capsys):

@@ -120,6 +120,10 @@ def test_export_of_a_lora_run_writes_merged_weights_transformers_loads_with_the_
     with torch.no_grad():
         assert max_diff(unmerged(IDS), theirs(IDS).logits) < 1e-5
         assert max_diff(original(IDS).logits, theirs(IDS).logits) > 1e-3
+    # evaluate and generate rebuild the run with its adapters (through its hook parts), like export.
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "tuned"), "--examples", "4"]) == 0
+    assert main(["generate", str(tmp_path / "tuned"), "--prompt", "the", "--greedy", "--max-new-tokens", "4"]) == 0
 
     # Merged in memory by the hook part: the same outputs, with the model part's own tensors only.
     from hookformer.core import checkpoint
