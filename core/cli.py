@@ -55,6 +55,8 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hookformer.core.config import recipes
+
     common = argparse.ArgumentParser(add_help=False)
     _plugin_flags(common, defaults=False)
     parser = argparse.ArgumentParser(prog="hookformer", description="Pretrain and fine-tune Transformer language "
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     config_help = ("YAML config (sections: tokenizer, model, attention, objective, optimizer, scheduler, metrics, "
-                   "data, cleaning, hooks, train), or the name of a built-in recipe: default_run, stdlib_areas")
+                   "data, cleaning, hooks, train), or the name of a built-in recipe: " + ", ".join(recipes()))
     train = commands.add_parser("train", parents=[common], help="train a model (the default pretraining run "
                                 "on the built-in corpus when no config is given)")
     train.add_argument("config", nargs="?", type=_path, help=config_help)
