@@ -59,13 +59,16 @@ def test_greedy_decoding_equals_a_written_out_argmax_loop_and_crops_the_context_
     assert generate(model, PROMPTS, greedy, tokenizer=TOKENIZER) == [reference_greedy(model, p, 16) for p in PROMPTS]
 
 
-def test_a_left_padded_batch_gives_each_prompt_the_continuation_it_gets_alone():
-    model = decoder()
+@pytest.mark.parametrize("positions", ["rope", "learned", "sinusoidal"])
+def test_a_left_padded_batch_gives_each_prompt_the_continuation_it_gets_alone(positions):
+    model = decoder(positions=positions)
     for decoding in (Decoding(max_new_tokens=10, greedy=True, use_cache=False),
                      Decoding(max_new_tokens=10, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=7,
                               use_cache=False)):
         batch = generate(model, PROMPTS, decoding, tokenizer=TOKENIZER)
         assert [generate(model, PROMPTS[:i + 1], decoding, tokenizer=TOKENIZER)[i] for i in range(3)] == batch
+        if decoding.greedy:  # (a sampled prompt draws from the stream of its index in the batch)
+            assert [generate(model, [prompt], decoding, tokenizer=TOKENIZER)[0] for prompt in PROMPTS] == batch
 
 
 def test_sampling_is_reproducible_per_seed_and_a_prompt_does_not_depend_on_the_prompts_after_it():

@@ -31,9 +31,10 @@ class TransformerOptions(PartOptions):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention weights and residuals")
     causal: bool = Field(True, description="true: decoder (each token sees the past); false: bidirectional encoder")
     positions: Literal["learned", "sinusoidal", "rope"] = Field(
-        "learned", description="position encoding: learned or sinusoidal vectors added to the token embeddings, or "
-        "rope (rotary embeddings: q and k of every head rotated by their position before the attention kernel, so "
-        "every kernel serves it; a token's position is its index in the block, as for the added encodings)")
+        "learned", description="position encoding: learned or sinusoidal vectors added to the token embeddings (a "
+        "token's position counts the real tokens before it, so left padding shifts nothing), or rope (rotary "
+        "embeddings: q and k of every head rotated by their index in the block before the attention kernel, so "
+        "every kernel serves it; scores depend on position differences only)")
     rope_base: float = Field(10000.0, gt=0.0, description="RoPE base: pair i of a head turns by position * "
                              "rope_base^(-2i/head_dim); larger bases reach longer contexts")
     norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="the norms of the blocks and the final "
@@ -587,6 +588,10 @@ class Transformer(nn.Module):
                 and not bool(key_padding_mask.all())):
             unpadded = Unpadded(key_padding_mask)
         positions = torch.arange(start, start + t, device=input_ids.device)  # (T,), broadcast over the batch
+        if key_padding_mask is not None and self.opts.positions != "rope":
+            # An added position counts the real tokens before it, so a left-padded prompt starts at position 0, as
+            # it does alone (RoPE needs no such care: its scores depend on the positions' differences only).
+            positions = (key_padding_mask.long().cumsum(1) - 1).clamp(min=0)[:, start:]
         if unpadded is not None:
             input_ids, positions = unpadded.select(input_ids), unpadded.select(positions.expand(b, t))
             if token_type_ids is not None:
