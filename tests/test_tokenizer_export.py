@@ -129,6 +129,7 @@ def test_the_reason_unigram_is_refused_holds_tokenizers_unigram_segments_a_run_d
     assert any(converted.encode(run).ids != unigram.encode(run) for run in runs)
 
 
+@pytest.mark.slow
 def test_hookformer_export_of_a_sentencepiece_run_writes_a_tokenizer_transformers_loads_with_its_ids(tmp_path):
     (tmp_path / "corpus.txt").write_text("\n\n".join(CORPUS), encoding="utf-8")
     config = {
