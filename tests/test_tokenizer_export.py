@@ -77,7 +77,8 @@ def assert_transformers_agrees(tokenizer, folder: Path) -> None:
             fast.cls_token_id, fast.sep_token_id) == (special.pad, special.bos, special.eos, special.unk, special.mask,
                                                       special.cls, special.sep)
     assert len(fast) == tokenizer.vocab_size
-    assert fast.decode([special.bos, *tokenizer.encode("中文 ok"), special.eos], skip_special_tokens=True) == "中文 ok"
+    framed = [special.bos, *tokenizer.encode("中文 ok"), special.eos]
+    assert fast.decode(framed, skip_special_tokens=True) == "中文 ok"
 
 
 def test_the_byte_tokenizers_hugging_face_form_gives_its_ids_and_decodes_back(tmp_path):
@@ -112,7 +113,7 @@ def test_a_sentencepiece_bpe_models_hugging_face_form_agrees_on_every_concatenat
 def test_a_sentencepiece_unigram_model_has_no_hugging_face_form_and_says_why(tmp_path):
     unigram = build("sentencepiece", tmp_path, model_type="unigram", vocab_size=350)
     reason = unigram.save_hf(tmp_path / "hf")
-    assert "unigram" in reason and "ties" in reason
+    assert reason.startswith("a unigram SentencePiece model has no exact Hugging Face form") and "ties" in reason
     assert not (tmp_path / "hf").exists()
 
 

@@ -53,7 +53,7 @@ class ByteTokenizer:
 
         vocab = {f"<0x{b:02X}>": b for b in range(256)}
         vocab.update({HF_SPECIAL_NAMES[role]: getattr(self.special, role) for role in HF_SPECIAL_NAMES})
-        write_hf_files(folder, Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True)), self.special)
+        write_hf_files(folder, Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True)))
 
 
 def char_spans(text: str, byte_lengths: Iterable[int]) -> list[tuple[int, int]]:
@@ -71,7 +71,7 @@ def char_spans(text: str, byte_lengths: Iterable[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def write_hf_files(folder: Path, tokenizer, special: SpecialTokens, added: Iterable[str] = ()) -> None:
+def write_hf_files(folder: Path, tokenizer, added: Iterable[str] = ()) -> None:
     """Save a ``tokenizers.Tokenizer`` whose model's vocabulary names the special tokens as :data:`HF_SPECIAL_NAMES`,
     with a byte-fallback decoder, the ``added`` tokens (matched in the text, decoded as written) and a
     ``tokenizer_config.json`` naming the special tokens. ``split_special_tokens``: text that spells a special token's

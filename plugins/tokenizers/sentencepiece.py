@@ -129,7 +129,7 @@ class SentencePieceTokenizer:
 
     def save_hf(self, folder: Path) -> str | None:
         """Write ``tokenizer.json`` and ``tokenizer_config.json`` (``hookformer export``) that give :meth:`encode`'s
-        ids for a BPE model; returns why not, writing nothing, for a unigram model.
+        ids for a BPE model; for another model (unigram) returns why not, writing nothing.
 
         The pieces are written with real spaces instead of U+2581 and the tokenizer has no normalizer or
         pre-tokenizer, so a literal U+2581 is in no piece and falls back to its bytes, as :meth:`encode` spells it.
@@ -139,16 +139,19 @@ class SentencePieceTokenizer:
         from tokenizers import Tokenizer, models
 
         model = model_pb2.ModelProto.FromString(self._proto)
-        if model.trainer_spec.model_type != model_pb2.TrainerSpec.BPE:
-            # Unigram picks the best-scoring segmentation; SentencePiece sums the scores in float32, tokenizers in
-            # float64, so equal-scoring segmentations (runs of one character: "****") are broken differently.
-            return ("a unigram SentencePiece model has no exact Hugging Face form: tokenizers' Unigram breaks "
-                    "ties between segmentations differently (float64 scores, SentencePiece float32)")
+        model_type = model.trainer_spec.model_type
+        if model_type != model_pb2.TrainerSpec.BPE:
+            # Unigram picks the best-scoring segmentation. Equal-scoring ones (a run of spaces) are true ties, which
+            # SentencePiece breaks by the float32 rounding of its sums and tokenizers' Unigram (float64) by position.
+            why = (": tokenizers' Unigram breaks ties between equal-scoring segmentations differently (float64 sums, "
+                   "SentencePiece float32)" if model_type == model_pb2.TrainerSpec.UNIGRAM else "")
+            return (f"a {model_pb2.TrainerSpec.ModelType.Name(model_type).lower()} SentencePiece model has no exact "
+                    f"Hugging Face form{why}; only BPE models are converted")
         kind = model_pb2.ModelProto.SentencePiece
         names = [p.piece.replace(_SPACE_SYMBOL, " ") if p.type in (kind.NORMAL, kind.USER_DEFINED) else p.piece
                  for p in model.pieces]
-        if {names[getattr(self.special, role)] for role in HF_SPECIAL_NAMES} != set(HF_SPECIAL_NAMES.values()):
-            return f"its special pieces are not named {', '.join(HF_SPECIAL_NAMES.values())}"
+        if {role: names[getattr(self.special, role)] for role in HF_SPECIAL_NAMES} != HF_SPECIAL_NAMES:
+            return "its special pieces are not named " + ", ".join(f"{r} {n}" for r, n in HF_SPECIAL_NAMES.items())
         normal = {name: i for i, (name, p) in enumerate(zip(names, model.pieces)) if p.type == kind.NORMAL}
         merges = sorted(((-model.pieces[i].score, i, normal[name[:k]]), (name[:k], name[k:]))
                         for name, i in normal.items() for k in range(1, len(name))
@@ -158,7 +161,7 @@ class SentencePieceTokenizer:
         # User-defined pieces (newline, sentinels) are matched in the text as SentencePiece does; the newline is a
         # single character, so the model finds it without an added token.
         added = [name for name, p in zip(names, model.pieces) if p.type == kind.USER_DEFINED and len(name) > 1]
-        write_hf_files(folder, Tokenizer(bpe), self.special, added)
+        write_hf_files(folder, Tokenizer(bpe), added)
         return None
 
     def _encode_with_space_symbol(self, text: str) -> list[int]:
