@@ -397,12 +397,12 @@ def export_hf(config, run_dir: Path, checkpoint_path: Path, out_dir: Path) -> li
         tmp.mkdir(parents=True)
         (tmp / CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        # save_hf(folder) writes the tokenizer's files, or returns why it has none (and writes nothing).
         save_hf = getattr(tokenizer, "save_hf", None)
-        if save_hf is not None:
-            save_hf(tmp)
-        else:
-            notes.append(f'the tokenizer part "{config.parts["tokenizer"].name}" has no Hugging Face form: only the '
-                         f"model was exported")
+        missing = save_hf(tmp) if save_hf is not None else "it has no save_hf"
+        if missing:
+            notes.append(f'the tokenizer part "{config.parts["tokenizer"].name}" has no Hugging Face form '
+                         f"({missing}): only the model was exported")
         _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

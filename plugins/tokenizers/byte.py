@@ -5,9 +5,15 @@ Needs no training and no files, and round-trips any UTF-8 text exactly.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Iterable
 
 from hookformer.core.parts import BuildContext, PartOptions, SpecialTokens
+
+#: Names of the special tokens in the Hugging Face files, by role (as SentencePiece names them).
+HF_SPECIAL_NAMES = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>", "mask": "<mask>", "cls": "<cls>",
+                    "sep": "<sep>"}
 
 
 class ByteTokenizerOptions(PartOptions):
@@ -39,6 +45,16 @@ class ByteTokenizer:
     def fingerprint(self) -> str:
         return "byte-utf8-v1"
 
+    def save_hf(self, folder: Path) -> None:
+        """Write ``tokenizer.json`` and ``tokenizer_config.json`` (``hookformer export``): a BPE with the 256 byte
+        tokens ``<0x00>``..``<0xFF>`` at their byte values, no other piece and no merge, so byte fallback spells every
+        character in its UTF-8 bytes, exactly as :meth:`encode`."""
+        from tokenizers import Tokenizer, models
+
+        vocab = {f"<0x{b:02X}>": b for b in range(256)}
+        vocab.update({HF_SPECIAL_NAMES[role]: getattr(self.special, role) for role in HF_SPECIAL_NAMES})
+        write_hf_files(folder, Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True)))
+
 
 def char_spans(text: str, byte_lengths: Iterable[int]) -> list[tuple[int, int]]:
     """The character spans ``(start, end)`` in ``text`` of consecutive tokens that spell its UTF-8 bytes, given each
@@ -53,6 +69,26 @@ def char_spans(text: str, byte_lengths: Iterable[int]) -> list[tuple[int, int]]:
     if byte != len(char_of_byte) - 1:
         raise ValueError(f"the tokens spell {byte} bytes, the text has {len(char_of_byte) - 1}")
     return spans
+
+
+def write_hf_files(folder: Path, tokenizer, added: Iterable[str] = ()) -> None:
+    """Save a ``tokenizers.Tokenizer`` whose model's vocabulary names the special tokens as :data:`HF_SPECIAL_NAMES`,
+    with a byte-fallback decoder, the ``added`` tokens (matched in the text, decoded as written) and a
+    ``tokenizer_config.json`` naming the special tokens. ``split_special_tokens``: text that spells a special token's
+    name is ordinary text, as in hookformer (which never produces special ids from text)."""
+    from tokenizers import AddedToken, decoders
+
+    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    tokenizer.add_tokens([AddedToken(name, special=False, normalized=False) for name in added])
+    tokenizer.add_special_tokens([AddedToken(HF_SPECIAL_NAMES[role], special=True, normalized=False)
+                                  for role in HF_SPECIAL_NAMES])
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True,
+                "clean_up_tokenization_spaces": False,
+                **{f"{role}_token": name for role, name in HF_SPECIAL_NAMES.items()}}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
 
 
 def build(options: ByteTokenizerOptions, ctx: BuildContext) -> ByteTokenizer:

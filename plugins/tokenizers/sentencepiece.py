@@ -20,7 +20,7 @@ from pydantic import Field
 
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import BuildContext, DataSource, PartOptions, SpecialTokens
-from hookformer.plugins.tokenizers.byte import char_spans
+from hookformer.plugins.tokenizers.byte import HF_SPECIAL_NAMES, char_spans, write_hf_files
 
 #: Where a run keeps its model; a resumed run loads it instead of training again.
 MODEL_PATH = Path("tokenizer") / "sentencepiece.model"
@@ -126,6 +126,43 @@ class SentencePieceTokenizer:
 
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    def save_hf(self, folder: Path) -> str | None:
+        """Write ``tokenizer.json`` and ``tokenizer_config.json`` (``hookformer export``) that give :meth:`encode`'s
+        ids for a BPE model; for another model (unigram) returns why not, writing nothing.
+
+        The pieces are written with real spaces instead of U+2581 and the tokenizer has no normalizer or
+        pre-tokenizer, so a literal U+2581 is in no piece and falls back to its bytes, as :meth:`encode` spells it.
+        SentencePiece BPE merges the adjacent pair whose concatenation is the highest-scoring piece; the merges list
+        every split of every piece into two pieces, ordered by that score."""
+        import sentencepiece.sentencepiece_model_pb2 as model_pb2
+        from tokenizers import Tokenizer, models
+
+        model = model_pb2.ModelProto.FromString(self._proto)
+        model_type = model.trainer_spec.model_type
+        if model_type != model_pb2.TrainerSpec.BPE:
+            # Unigram picks the best-scoring segmentation. Equal-scoring ones (a run of spaces) are true ties, which
+            # SentencePiece breaks by the float32 rounding of its sums and tokenizers' Unigram (float64) by position.
+            why = (": tokenizers' Unigram breaks ties between equal-scoring segmentations differently (float64 sums, "
+                   "SentencePiece float32)" if model_type == model_pb2.TrainerSpec.UNIGRAM else "")
+            return (f"a {model_pb2.TrainerSpec.ModelType.Name(model_type).lower()} SentencePiece model has no exact "
+                    f"Hugging Face form{why}; only BPE models are converted")
+        kind = model_pb2.ModelProto.SentencePiece
+        names = [p.piece.replace(_SPACE_SYMBOL, " ") if p.type in (kind.NORMAL, kind.USER_DEFINED) else p.piece
+                 for p in model.pieces]
+        if {role: names[getattr(self.special, role)] for role in HF_SPECIAL_NAMES} != HF_SPECIAL_NAMES:
+            return "its special pieces are not named " + ", ".join(f"{r} {n}" for r, n in HF_SPECIAL_NAMES.items())
+        normal = {name: i for i, (name, p) in enumerate(zip(names, model.pieces)) if p.type == kind.NORMAL}
+        merges = sorted(((-model.pieces[i].score, i, normal[name[:k]]), (name[:k], name[k:]))
+                        for name, i in normal.items() for k in range(1, len(name))
+                        if name[:k] in normal and name[k:] in normal)
+        bpe = models.BPE(vocab={name: i for i, name in enumerate(names)}, merges=[pair for _, pair in merges],
+                         byte_fallback=True)
+        # User-defined pieces (newline, sentinels) are matched in the text as SentencePiece does; the newline is a
+        # single character, so the model finds it without an added token.
+        added = [name for name, p in zip(names, model.pieces) if p.type == kind.USER_DEFINED and len(name) > 1]
+        write_hf_files(folder, Tokenizer(bpe), added)
+        return None
 
     def _encode_with_space_symbol(self, text: str) -> list[int]:
         """Encode around literal U+2581, spelling each one in byte pieces (they decode to the character itself)."""
