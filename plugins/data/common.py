@@ -61,3 +61,13 @@ def files_fingerprint(files: Sequence[Path], **settings: object) -> str:
     """Content fingerprint of a corpus: its files' paths, sizes and mtimes, plus the settings that shape documents."""
     stats = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
     return digest(stats, settings)
+
+
+def held_out_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training, validation) indices of ``n`` items, each in ascending order: a seeded shuffle holds out
+    ``round(n * fraction)`` of them for validation, at least one."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(n)
+    n_validation = max(1, round(n * fraction))
+    return sorted(order[n_validation:].tolist()), sorted(order[:n_validation].tolist())

@@ -37,7 +37,7 @@ from hookformer.core.cleaning import CleaningChain
 from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import ConfigError, DataError
 from hookformer.core.parts import BuildContext, Cleaner, PartOptions, Tokenizer
-from hookformer.plugins.data.common import cache_root, hf_cache
+from hookformer.plugins.data.common import cache_root, held_out_split, hf_cache
 from hookformer.plugins.data.tabular import record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
@@ -383,10 +383,8 @@ def build(options: LabeledOptions, ctx: BuildContext) -> LabeledSource:
         if len(train) < 2:
             raise DataError(f"the training files ({', '.join(map(str, train_files))}) hold {len(train)} record(s): at "
                             f"least two are needed to hold one out for validation, or set data.validation_files")
-        order = np.random.default_rng(ctx.seed).permutation(len(train))
-        held_out = set(order[:max(1, round(len(train) * options.val_fraction))].tolist())
-        validation = [record for i, record in enumerate(train) if i in held_out]
-        train = [record for i, record in enumerate(train) if i not in held_out]
+        kept, held_out = held_out_split(len(train), options.val_fraction, ctx.seed)
+        train, validation = [train[i] for i in kept], [train[i] for i in held_out]
         validation_files = []
     train_keys = [record_labels(record, options) for record in train]
     validation_keys = [record_labels(record, options) for record in validation]

@@ -32,7 +32,7 @@ from pydantic import Field
 from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, PartOptions, SpecialTokens, Tokenizer
-from hookformer.plugins.data.common import cache_root, hf_cache
+from hookformer.plugins.data.common import cache_root, held_out_split, hf_cache
 from hookformer.plugins.data.tabular import first_bad_record, record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
@@ -144,11 +144,9 @@ def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
 
 def split_pairs(pairs: Pairs, val_fraction: float, seed: int) -> dict[str, Pairs]:
     """A seeded shuffle into training and validation (at least one pair held out), each in file order."""
-    order = np.random.default_rng(seed).permutation(len(pairs.sources))
-    n_validation = max(1, round(len(order) * val_fraction))
+    kept, held_out = held_out_split(len(pairs.sources), val_fraction, seed)
     return {split: Pairs([pairs.sources[i] for i in chosen], [pairs.targets[i] for i in chosen])
-            for split, chosen in (("train", np.sort(order[n_validation:])),
-                                  ("validation", np.sort(order[:n_validation])))}
+            for split, chosen in (("train", kept), ("validation", held_out))}
 
 
 def read_pairs(path: Path, fmt: str, options: PairsOptions, root: Path) -> Pairs:

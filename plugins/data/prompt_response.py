@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import datasets
-import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
@@ -30,7 +29,7 @@ from hookformer.core.cleaning import CleaningChain
 from hookformer.core.datacache import quiet_datasets
 from hookformer.core.errors import DataError
 from hookformer.core.parts import BuildContext, Cleaner, Tokenizer
-from hookformer.plugins.data.common import DataOptions, cache_root, hf_cache, refuse_unhonoured
+from hookformer.plugins.data.common import DataOptions, cache_root, held_out_split, hf_cache, refuse_unhonoured
 from hookformer.plugins.data.tabular import read_jsonl, record_format
 from hookformer.plugins.data.text_files import resolve_paths
 
@@ -87,10 +86,9 @@ class PromptResponseSource:
             cleaned = " after cleaning" if chain.steps else ""
             raise DataError(f"{', '.join(map(str, files))} hold {len(records)} record(s){cleaned}: at least two are "
                             f"needed, one for training and one for validation")
-        order = np.random.default_rng(seed).permutation(len(records))
-        n_validation = max(1, round(len(records) * options.val_fraction))
-        self._splits = {"train": records.select(np.sort(order[n_validation:]), keep_in_memory=True),
-                        "validation": records.select(np.sort(order[:n_validation]), keep_in_memory=True)}
+        kept, held_out = held_out_split(len(records), options.val_fraction, seed)
+        self._splits = {"train": records.select(kept, keep_in_memory=True),
+                        "validation": records.select(held_out, keep_in_memory=True)}
         self.report = {"source": "prompt_response", "files": [str(path) for path in files],
                        "bytes": sum(path.stat().st_size for path in files),
                        "records": {split: len(rows) for split, rows in self._splits.items()},

@@ -35,6 +35,7 @@ from pydantic import Field
 
 from hookformer.core.errors import ConfigError
 from hookformer.core.parts import BuildContext, PartOptions, Tokenizer
+from hookformer.plugins.data.common import held_out_split
 
 IGNORE = -100
 
@@ -273,10 +274,8 @@ def build(options: SquadOptions, ctx: BuildContext) -> QASource:
         if len(train_articles) < 2:
             raise ConfigError(f"data: {train_path} holds {len(train_articles)} article(s): at least two are needed to "
                               f"hold one out for validation, or set data.validation_file.")
-        order = np.random.default_rng(ctx.seed).permutation(len(train_articles))
-        held_out = set(order[:max(1, round(len(train_articles) * options.val_fraction))].tolist())
-        validation_articles = [article for i, article in enumerate(train_articles) if i in held_out]
-        train_articles = [article for i, article in enumerate(train_articles) if i not in held_out]
+        kept, held_out = held_out_split(len(train_articles), options.val_fraction, ctx.seed)
+        train_articles, validation_articles = [train_articles[i] for i in kept], [train_articles[i] for i in held_out]
     splits = {"train": [q for _, questions in train_articles for q in questions],
               "validation": [q for _, questions in validation_articles for q in questions]}
     return QASource(splits, options, report={"source": "squad", "version": version, "files": files})

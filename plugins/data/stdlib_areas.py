@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from pydantic import Field
 
 from hookformer.core.parts import BuildContext, PartOptions
-from hookformer.plugins.data.common import cache_root
+from hookformer.plugins.data.common import cache_root, held_out_split
 from hookformer.plugins.data.labeled import Examples, LabeledSource
 from hookformer.plugins.data.python_docs import corpus_file
 
@@ -62,10 +61,8 @@ def build(options: StdlibAreasOptions, ctx: BuildContext) -> LabeledSource:
     labeled = [(record["text"], area_of(record["name"])) for record in records]
     labeled = [(text, area) for text, area in labeled if area is not None]
     ids = {area: i for i, area in enumerate(AREAS)}
-    order = np.random.default_rng(ctx.seed).permutation(len(labeled))
-    n_validation = max(1, round(len(labeled) * options.val_fraction))
     splits = {}
-    for name, chosen in (("train", np.sort(order[n_validation:])), ("validation", np.sort(order[:n_validation]))):
+    for name, chosen in zip(("train", "validation"), held_out_split(len(labeled), options.val_fraction, ctx.seed)):
         splits[name] = Examples([labeled[i][0] for i in chosen], [ids[labeled[i][1]] for i in chosen])
     report = {"source": "stdlib_areas", "corpus": str(path), "extraction_seconds": seconds,
               "docstrings": {"read": len(records), "outside_the_areas": len(records) - len(labeled)}}
