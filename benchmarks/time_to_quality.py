@@ -9,7 +9,7 @@ Contenders, interleaved in one run:
 * hookformer speedrun: the ``nanogpt`` recipe with the named recipe ``speedrun`` on top (its ideas), its own step
   budget (--speedrun-steps: the schedule's length and its step cap);
 * ablations (unless --no-ablation): speedrun with one idea turned back to nanogpt's choice (the recipe
-  without that idea's keys).
+  with the changes its row names: keys left out or set).
 
 Characters: the file is ASCII, so a character is a byte; the vocabulary is the 65 characters that occur (nanoGPT's),
 and the hookformer models are built for it by Assembly with given shapes (``Shapes(65, 64)``, as
@@ -66,8 +66,8 @@ TARGET, BLOCK, BATCH, NANOGPT_STEPS = 1.88, 64, 12, 2000
 SPEEDRUN_STEPS = 1000
 DEFAULT_RUN, DEFAULT_SPEEDRUN, SEED = "default run", "default run + speedrun", 1337
 
-#: Speedrun with one idea turned back to the base recipe's choice: (row label, the keys of the ``speedrun`` recipe it
-#: leaves out, so that the base's setting, or the part's default, applies).
+#: Speedrun with one idea turned back to the base recipe's choice: (row label, the changes to the ``speedrun`` recipe:
+#: a dotted key it leaves out, so that the base's setting or the part's default applies, or ``key=value`` it sets).
 ABLATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("muon -> adamw", ("optimizer",)),
     ("wsd -> cosine", ("scheduler",)),
@@ -77,6 +77,9 @@ ABLATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("qk_norm off", ("model.qk_norm",)),
     ("untied -> tied head", ("model.tie_embeddings",)),
     ("softcap off", ("model.logit_softcap",)),
+    # The ideas a Hugging Face family expresses (export family llama): no ReLU^2, QK-norm or soft-cap.
+    ("as Llama (swiglu, no bias, tied head)", ("model.mlp=swiglu", "model.bias=false", "model.qk_norm",
+                                                "model.tie_embeddings", "model.logit_softcap")),
 ]
 
 
@@ -179,11 +182,17 @@ def recipe(name: str) -> dict:
     return read_yaml(config_file(Path(name)))
 
 
-def without(layer: dict, keys: tuple[str, ...]) -> dict:
-    """A copy of the recipe ``layer`` without the dotted ``keys`` (``"model.qk_norm"``)."""
+def changed(layer: dict, changes: tuple[str, ...]) -> dict:
+    """A copy of the recipe ``layer`` with ``changes``: a dotted key (``"model.qk_norm"``) is left out, a
+    ``key=value`` (``"model.mlp=swiglu"``) is set."""
+    from hookformer.core.config import apply_override
+
     out = copy.deepcopy(layer)
-    for key in keys:
-        *path, last = key.split(".")
+    for change in changes:
+        if "=" in change:
+            out = apply_override(out, change)
+            continue
+        *path, last = change.split(".")
         section = out
         for name in path:
             section = section[name]
@@ -251,7 +260,7 @@ def contenders(vocab: int, nanogpt_steps: int, speedrun_steps: int, ablations: l
                                              shapes))
     for label, keys in ablations:
         builders.append(lambda label=label, keys=keys: build_hookformer(
-            f"speedrun, {label}", hookformer_raw(nanogpt, without(speedrun, keys), max_steps=speedrun_steps),
+            f"speedrun, {label}", hookformer_raw(nanogpt, changed(speedrun, keys), max_steps=speedrun_steps),
             shapes))
     return builders
 
@@ -342,7 +351,7 @@ def default_run_recipes(ablations: list[tuple[str, tuple[str, ...]]]) -> list[tu
     ablations over it."""
     speedrun = recipe("speedrun")
     return [(DEFAULT_RUN, []), (DEFAULT_SPEEDRUN, [speedrun]),
-            *((f"{DEFAULT_SPEEDRUN}, {label}", [without(speedrun, keys)]) for label, keys in ablations)]
+            *((f"{DEFAULT_SPEEDRUN}, {label}", [changed(speedrun, keys)]) for label, keys in ablations)]
 
 
 def ms_per_step(field_: list[Contender], draw: Callable[[Contender], dict], warm: dict, steps: int,

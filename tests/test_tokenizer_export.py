@@ -110,24 +110,63 @@ def test_a_sentencepiece_bpe_models_hugging_face_form_agrees_on_every_concatenat
         sentencepiece_bpe.encode(t) for t in texts]
 
 
-def test_a_sentencepiece_unigram_model_has_no_hugging_face_form_and_says_why(tmp_path):
-    unigram = build("sentencepiece", tmp_path, model_type="unigram", vocab_size=350)
-    reason = unigram.save_hf(tmp_path / "hf")
-    assert reason.startswith("a unigram SentencePiece model has no exact Hugging Face form") and "ties" in reason
-    assert not (tmp_path / "hf").exists()
+@pytest.fixture(scope="module")
+def sentencepiece_unigram(tmp_path_factory):
+    return build("sentencepiece", tmp_path_factory.mktemp("unigram"), model_type="unigram", vocab_size=350,
+                 sentinel_tokens=3)
 
 
-def test_the_reason_unigram_is_refused_holds_tokenizers_unigram_segments_a_run_differently(tmp_path):
-    """The refusal is not a guess: tokenizers' Unigram with the model's own pieces and scores (what a conversion
-    would write) breaks the tie between equal-scoring segmentations of a run of one character differently."""
+def piece_joins(tokenizer, count: int = 3000) -> list[str]:
+    """Texts made of the model's own text pieces (real spaces for U+2581): 2 to 8 of them, ``count`` texts."""
+    import random
+
+    sp = tokenizer._sp
+    pieces = [sp.id_to_piece(i).replace("\u2581", " ") for i in range(tokenizer.vocab_size)
+              if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))]
+    rng = random.Random(0)
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(2, 8))) for _ in range(count)]
+
+
+def test_a_sentencepiece_unigram_models_hugging_face_form_gives_its_ids_and_decodes_back(sentencepiece_unigram,
+                                                                                          tmp_path):
+    assert sentencepiece_unigram.save_hf(tmp_path / "hf") is None
+    assert_transformers_agrees(sentencepiece_unigram, tmp_path / "hf")
+    fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    runs = [char * n for char in " \t*=-eo天😀" for n in range(1, 60)]
+    texts = piece_joins(sentencepiece_unigram) + runs + ["fill <extra_id_0> and<extra_id_2>, not <extra_id_7>"]
+    assert fast(texts, add_special_tokens=False)["input_ids"] == sentencepiece_unigram.encode_batch(texts)
+    assert [sentencepiece_unigram.encode(t) for t in texts] == sentencepiece_unigram.encode_batch(texts)
+
+
+def test_a_unigram_model_segments_as_sentencepiece_up_to_the_order_of_equal_scoring_pieces(sentencepiece_unigram):
+    """hookformer encodes a unigram model with tokenizers' Unigram (float64 sums; its exported form). It picks
+    SentencePiece's own segmentation, except where several orderings of the same pieces score equally (runs of
+    spaces), which SentencePiece breaks by the float32 rounding of its running sums: there the pieces are the same
+    multiset in another order. A literal U+2581 is spelled in bytes either way."""
     import sentencepiece.sentencepiece_model_pb2 as model_pb2
 
-    unigram = build("sentencepiece", tmp_path, model_type="unigram", vocab_size=350)
-    pieces = model_pb2.ModelProto.FromString(unigram.model_proto).pieces
-    converted = tokenizers.Tokenizer(tokenizers.models.Unigram(
-        [(p.piece.replace("\u2581", " "), p.score) for p in pieces], unk_id=unigram.special.unk, byte_fallback=True))
-    runs = [char * n for char in " eo天😀" for n in range(2, 40)]
-    assert any(converted.encode(run).ids != unigram.encode(run) for run in runs)
+    sp = sentencepiece_unigram._sp
+    scores = [p.score for p in model_pb2.ModelProto.FromString(sentencepiece_unigram.model_proto).pieces]
+    lines = [line for document in CORPUS for line in document.split("\n")]
+    for text in MIXED[:-2] + lines:  # MIXED[-2] holds a literal U+2581, which SentencePiece reads as a space
+        assert sentencepiece_unigram.encode(text) == sp.encode(text), text
+    texts = piece_joins(sentencepiece_unigram) + [char * n for char in " \t*=-" for n in range(1, 60)]
+    differ = [(ours, sp.encode(text)) for text, ours in zip(texts, sentencepiece_unigram.encode_batch(texts))
+              if ours != sp.encode(text)]
+    assert differ, "no tie found: the test would check nothing"
+    for ours, theirs in differ:
+        assert sorted(ours) == sorted(theirs) and sum(scores[i] for i in ours) == sum(scores[i] for i in theirs)
+
+
+def test_a_unigram_model_never_reads_a_control_or_byte_piece_from_text_that_spells_its_name(sentencepiece_unigram):
+    """SentencePiece never matches control, unknown or byte pieces in the text; a Unigram over the same vocabulary
+    would (score 0 beats spelling the name out, more so when a character of it is not a piece, as "<" is here)."""
+    sp = sentencepiece_unigram._sp
+    assert sp.piece_to_id("<") == sp.unk_id(), "the model should lack '<', the case where the name would win"
+    special = set(sentencepiece_unigram.special.ids())
+    for text in ["<s>", "</s><pad>", "a<unk>b", "<mask><cls><sep>", "<0x41><0xFF>", "<<s>>", "x<s"]:
+        ids = sentencepiece_unigram.encode(text)
+        assert not special & set(ids) and sentencepiece_unigram.decode(ids) == text, text
 
 
 @pytest.mark.slow
@@ -159,12 +198,13 @@ def test_hookformer_export_of_a_sentencepiece_run_writes_a_tokenizer_transformer
     assert generated.startswith("The fox")
 
 
-def test_hookformer_export_of_a_unigram_run_notes_that_only_the_model_was_exported(tmp_path, capsys):
+def test_hookformer_export_of_a_unigram_run_writes_a_tokenizer_transformers_loads_with_its_ids(tmp_path):
     (tmp_path / "corpus.txt").write_text("\n\n".join(CORPUS), encoding="utf-8")
     config = {
         "data": {"name": "text", "paths": [str(tmp_path / "corpus.txt")], "block_size": 16, "val_fraction": 0.2},
         "tokenizer": {"name": "sentencepiece", "model_type": "unigram", "vocab_size": 350},
-        "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 16},
+        "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 16, "positions": "learned",
+                  "norm": "layernorm", "mlp": "gelu", "tie_embeddings": True},
         "objective": {"name": "clm"},
         "optimizer": {"name": "adamw", "lr": 1e-2},
         "hooks": [],
@@ -173,8 +213,9 @@ def test_hookformer_export_of_a_unigram_run_notes_that_only_the_model_was_export
     }
     (tmp_path / "run.yaml").write_text(json.dumps(config), encoding="utf-8")
     assert main(["train", str(tmp_path / "run.yaml"), "--run-dir", str(tmp_path / "run")]) == 0
-    capsys.readouterr()
     assert main(["export", str(tmp_path / "run"), "--format", "hf", str(tmp_path / "out")]) == 0
-    printed = capsys.readouterr()
-    assert "no Hugging Face form (a unigram SentencePiece model" in printed.out + printed.err
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json",
+                                                              "tokenizer_config.json"}
+    ours = SentencePieceTokenizer((tmp_path / "run" / MODEL_PATH).read_bytes())
+    fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert [fast(text)["input_ids"] for text in MIXED] == [ours.encode(text) for text in MIXED]

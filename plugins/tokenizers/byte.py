@@ -71,15 +71,14 @@ def char_spans(text: str, byte_lengths: Iterable[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def write_hf_files(folder: Path, tokenizer, added: Iterable[str] = ()) -> None:
+def write_hf_files(folder: Path, tokenizer) -> None:
     """Save a ``tokenizers.Tokenizer`` whose model's vocabulary names the special tokens as :data:`HF_SPECIAL_NAMES`,
-    with a byte-fallback decoder, the ``added`` tokens (matched in the text, decoded as written) and a
-    ``tokenizer_config.json`` naming the special tokens. ``split_special_tokens``: text that spells a special token's
-    name is ordinary text, as in hookformer (which never produces special ids from text)."""
+    with a byte-fallback decoder and a ``tokenizer_config.json`` naming the special tokens. ``split_special_tokens``:
+    text that spells a special token's name is ordinary text, as in hookformer (which never produces special ids from
+    text)."""
     from tokenizers import AddedToken, decoders
 
     tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
-    tokenizer.add_tokens([AddedToken(name, special=False, normalized=False) for name in added])
     tokenizer.add_special_tokens([AddedToken(HF_SPECIAL_NAMES[role], special=True, normalized=False)
                                   for role in HF_SPECIAL_NAMES])
     folder.mkdir(parents=True, exist_ok=True)

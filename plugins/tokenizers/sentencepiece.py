@@ -3,6 +3,11 @@ model file is given, and saved as ``RUN_DIR/tokenizer/sentencepiece.model``.
 
 Models are trained so that any UTF-8 text round-trips exactly: identity normalization, no dummy prefix, whitespace
 kept as it is, and byte fallback for characters outside the vocabulary (so ``unk`` is never produced).
+
+A BPE model encodes with SentencePiece. A unigram model encodes with the ``tokenizers`` library's Unigram over the
+same pieces and scores, the form ``hookformer export`` writes, so the exported tokenizer gives the run's ids exactly:
+both pick the best-scoring segmentation, but where several orderings of the same pieces score equally (a long run of
+spaces) SentencePiece's choice follows the float32 rounding of its running sums and tokenizers' (float64) does not.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 import sentencepiece as spm
+import sentencepiece.sentencepiece_model_pb2 as model_pb2
 from pydantic import Field
 
 from hookformer.core.errors import ConfigError, DataError
@@ -63,8 +69,9 @@ class SentencePieceOptions(PartOptions):
         20_000_000, ge=1, description="train on at most this many characters of the training text (keeps training "
                                       "fast; the rest is still tokenized)")
     num_threads: int = Field(
-        2, ge=1, description="threads for training and batch encoding; the trained model depends on it, so changing "
-                             "it trains a different tokenizer")
+        2, ge=1, description="threads for training and a BPE model's batch encoding (unigram models encode in "
+                             "tokenizers' thread pool); the trained model depends on it, so changing it trains a "
+                             "different tokenizer")
     sentinel_tokens: int = Field(
         0, ge=0, le=1000, description="train with this many sentinel pieces <extra_id_0>, <extra_id_1>, ... (one id "
                                       "each, decoded as written), which objective span_corruption needs; ignored "
@@ -86,7 +93,12 @@ class SentencePieceTokenizer:
                                      sep=sp.piece_to_id("<sep>"))
         self._dropped = frozenset(i for i in range(self.vocab_size) if sp.is_control(i) or sp.is_unknown(i))
         self._space_symbol_ids = [sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_SYMBOL.encode("utf-8")]
-        self._fingerprint = "sentencepiece-" + sha256(model_proto).hexdigest()[:16]
+        model = model_pb2.ModelProto.FromString(model_proto)
+        self._unigram = (tokenizers_form(model)
+                         if model.trainer_spec.model_type == model_pb2.TrainerSpec.UNIGRAM else None)
+        # "unigram-f64": tokenized data cached by a version that encoded unigram models with SentencePiece is stale.
+        self._fingerprint = ("sentencepiece-" + ("unigram-f64-" if self._unigram else "")
+                             + sha256(model_proto).hexdigest()[:16])
 
     @property
     def model_proto(self) -> bytes:
@@ -94,11 +106,15 @@ class SentencePieceTokenizer:
         return self._proto
 
     def encode(self, text: str) -> list[int]:
+        if self._unigram is not None:
+            return self._unigram.encode(text, add_special_tokens=False).ids
         if _SPACE_SYMBOL in text:
             return self._encode_with_space_symbol(text)
         return self._sp.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._unigram is not None:
+            return [e.ids for e in self._unigram.encode_batch(texts, add_special_tokens=False)]
         batch = self._sp.encode(texts, num_threads=self._num_threads)
         return [self._encode_with_space_symbol(t) if _SPACE_SYMBOL in t else ids for t, ids in zip(texts, batch)]
 
@@ -129,39 +145,15 @@ class SentencePieceTokenizer:
 
     def save_hf(self, folder: Path) -> str | None:
         """Write ``tokenizer.json`` and ``tokenizer_config.json`` (``hookformer export``) that give :meth:`encode`'s
-        ids for a BPE model; for another model (unigram) returns why not, writing nothing.
-
-        The pieces are written with real spaces instead of U+2581 and the tokenizer has no normalizer or
-        pre-tokenizer, so a literal U+2581 is in no piece and falls back to its bytes, as :meth:`encode` spells it.
-        SentencePiece BPE merges the adjacent pair whose concatenation is the highest-scoring piece; the merges list
-        every split of every piece into two pieces, ordered by that score."""
-        import sentencepiece.sentencepiece_model_pb2 as model_pb2
-        from tokenizers import Tokenizer, models
-
+        ids (:func:`tokenizers_form`); returns why not, writing nothing, for a model that has no such form."""
         model = model_pb2.ModelProto.FromString(self._proto)
-        model_type = model.trainer_spec.model_type
-        if model_type != model_pb2.TrainerSpec.BPE:
-            # Unigram picks the best-scoring segmentation. Equal-scoring ones (a run of spaces) are true ties, which
-            # SentencePiece breaks by the float32 rounding of its sums and tokenizers' Unigram (float64) by position.
-            why = (": tokenizers' Unigram breaks ties between equal-scoring segmentations differently (float64 sums, "
-                   "SentencePiece float32)" if model_type == model_pb2.TrainerSpec.UNIGRAM else "")
-            return (f"a {model_pb2.TrainerSpec.ModelType.Name(model_type).lower()} SentencePiece model has no exact "
-                    f"Hugging Face form{why}; only BPE models are converted")
-        kind = model_pb2.ModelProto.SentencePiece
-        names = [p.piece.replace(_SPACE_SYMBOL, " ") if p.type in (kind.NORMAL, kind.USER_DEFINED) else p.piece
-                 for p in model.pieces]
+        names = hf_piece_names(model)
         if {role: names[getattr(self.special, role)] for role in HF_SPECIAL_NAMES} != HF_SPECIAL_NAMES:
             return "its special pieces are not named " + ", ".join(f"{r} {n}" for r, n in HF_SPECIAL_NAMES.items())
-        normal = {name: i for i, (name, p) in enumerate(zip(names, model.pieces)) if p.type == kind.NORMAL}
-        merges = sorted(((-model.pieces[i].score, i, normal[name[:k]]), (name[:k], name[k:]))
-                        for name, i in normal.items() for k in range(1, len(name))
-                        if name[:k] in normal and name[k:] in normal)
-        bpe = models.BPE(vocab={name: i for i, name in enumerate(names)}, merges=[pair for _, pair in merges],
-                         byte_fallback=True)
-        # User-defined pieces (newline, sentinels) are matched in the text as SentencePiece does; the newline is a
-        # single character, so the model finds it without an added token.
-        added = [name for name, p in zip(names, model.pieces) if p.type == kind.USER_DEFINED and len(name) > 1]
-        write_hf_files(folder, Tokenizer(bpe), added)
+        if model.trainer_spec.model_type not in (model_pb2.TrainerSpec.BPE, model_pb2.TrainerSpec.UNIGRAM):
+            kind = model_pb2.TrainerSpec.ModelType.Name(model.trainer_spec.model_type).lower()
+            return f"a {kind} SentencePiece model has no Hugging Face form; only BPE and unigram models are converted"
+        write_hf_files(folder, tokenizers_form(model))
         return None
 
     def _encode_with_space_symbol(self, text: str) -> list[int]:
@@ -178,6 +170,49 @@ class SentencePieceTokenizer:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["model_proto"], state["num_threads"])
+
+
+def hf_piece_names(model) -> list[str]:
+    """Each piece's name in the Hugging Face form: real spaces instead of U+2581 in text pieces, so a literal U+2581
+    is in no piece and falls back to its bytes, as :meth:`SentencePieceTokenizer.encode` spells it."""
+    kind = model_pb2.ModelProto.SentencePiece
+    return [p.piece.replace(_SPACE_SYMBOL, " ") if p.type in (kind.NORMAL, kind.USER_DEFINED) else p.piece
+            for p in model.pieces]
+
+
+def tokenizers_form(model):
+    """A BPE or unigram SentencePiece ``model`` (a ModelProto trained as :data:`_TRAINER_SETTINGS` says) as a
+    ``tokenizers.Tokenizer`` with no normalizer and byte fallback, whose ids are :meth:`SentencePieceTokenizer.encode`'s.
+
+    BPE: SentencePiece merges the adjacent pair whose concatenation is the highest-scoring piece, so the merges list
+    every split of every piece into two pieces, ordered by that score. Unigram: the same pieces and scores; a
+    pre-tokenizer isolates a ``<`` that begins the name of a control, unknown or byte piece, so text that spells one
+    stays text (SentencePiece never matches those pieces in the text). User-defined pieces (newline, sentinels) are
+    added tokens, matched in the text first as SentencePiece does."""
+    from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
+
+    kind = model_pb2.ModelProto.SentencePiece
+    names, pieces = hf_piece_names(model), model.pieces
+    if model.trainer_spec.model_type == model_pb2.TrainerSpec.UNIGRAM:
+        unk = next(i for i, p in enumerate(pieces) if p.type == kind.UNKNOWN)
+        tokenizer = Tokenizer(models.Unigram([(name, p.score) for name, p in zip(names, pieces)], unk_id=unk,
+                                             byte_fallback=True))
+        unmatched = sorted({name for name, p in zip(names, pieces) if p.type not in (kind.NORMAL, kind.USER_DEFINED)})
+        if any(not name.startswith("<") for name in unmatched):
+            raise ValueError(f"control, unknown and byte pieces must be named <...>: {unmatched}")
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(
+            Regex("<(?=" + "|".join(re.escape(name[1:]) for name in unmatched) + ")"), "isolated")
+    else:
+        normal = {name: i for i, (name, p) in enumerate(zip(names, pieces)) if p.type == kind.NORMAL}
+        merges = sorted(((-pieces[i].score, i, normal[name[:k]]), (name[:k], name[k:]))
+                        for name, i in normal.items() for k in range(1, len(name))
+                        if name[:k] in normal and name[k:] in normal)
+        tokenizer = Tokenizer(models.BPE(vocab={name: i for i, name in enumerate(names)},
+                                         merges=[pair for _, pair in merges], byte_fallback=True))
+    # A one-character user-defined piece (the newline) needs no added token: the model finds it.
+    tokenizer.add_tokens([AddedToken(name, special=False, normalized=False) for name, p in zip(names, pieces)
+                          if p.type == kind.USER_DEFINED and len(name) > 1])
+    return tokenizer
 
 
 def build(options: SentencePieceOptions, ctx: BuildContext) -> SentencePieceTokenizer:
@@ -212,6 +247,8 @@ def load(model_proto: bytes, num_threads: int, source: str) -> SentencePieceToke
         tokenizer = SentencePieceTokenizer(model_proto, num_threads)
     except RuntimeError:
         raise ConfigError(f"{source} is not a SentencePiece model file.") from None
+    except ValueError as exc:
+        raise ConfigError(f"{source} cannot be used: {exc}. Use a model trained by hookformer.") from None
     special = tokenizer.special
     if min(special.ids()) < 0 or len(special.ids()) < 7:
         raise ConfigError(f"{source} lacks special tokens: it needs pad, unk, bos and eos ids and the control "
