@@ -77,7 +77,9 @@ ABLATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("qk_norm off", ("model.qk_norm",)),
     ("untied -> tied head", ("model.tie_embeddings",)),
     ("softcap off", ("model.logit_softcap",)),
-    # The ideas a Hugging Face family expresses (export family llama): no ReLU^2, QK-norm or soft-cap.
+    # The ideas a Hugging Face family expresses: no ReLU^2 or soft-cap (export family qwen3), nor QK-norm (llama).
+    ("as Qwen3 (swiglu, no bias, tied head)", ("model.mlp=swiglu", "model.bias=false", "model.tie_embeddings",
+                                                "model.logit_softcap")),
     ("as Llama (swiglu, no bias, tied head)", ("model.mlp=swiglu", "model.bias=false", "model.qk_norm",
                                                 "model.tie_embeddings", "model.logit_softcap")),
 ]
