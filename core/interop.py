@@ -108,6 +108,8 @@ TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
     "transpose": (lambda ts, g: ts[0].t(), lambda t, g: [t.t()]),  # GPT-2's Conv1D stores (in, out)
     "fuse_qkv": (lambda ts, g: torch.cat(ts), _split_qkv),
     "fuse_qkv_rope": (_fuse_qkv_rope, _split_qkv_rope),
+    # A head-dim vector in RoPE order (per-coordinate weights of each head, as QK-norm's): permuted as a head's rows.
+    "rope_pairs": (lambda ts, g: _pairs_adjacent(ts[0], 1), lambda t, g: [_pairs_halves(t, 1)]),
 }
 
 

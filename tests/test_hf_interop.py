@@ -74,6 +74,26 @@ def tiny_llama(folder: Path, tok, **overrides) -> "transformers.LlamaForCausalLM
     return model
 
 
+def tiny_qwen3(folder: Path, tok, **overrides) -> "transformers.Qwen3ForCausalLM":
+    torch.manual_seed(0)
+    config = transformers.Qwen3Config(**{
+        "vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 32,
+        "rope_theta": 500.0, "bos_token_id": 0, "eos_token_id": 0, **overrides})
+    model = transformers.Qwen3ForCausalLM(config).eval()
+    with torch.no_grad():  # random QK-norm weights (initialised to ones), so that their RoPE permutation is tested
+        for name, param in model.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                param.normal_(1.0, 0.5)
+    save_hf(model, tok, folder)
+    return model
+
+
+DECODERS = {"gpt2": tiny_gpt2, "llama": tiny_llama,
+            "qwen3_tied": lambda folder, tok: tiny_qwen3(folder, tok, tie_word_embeddings=True),
+            "qwen3_untied": lambda folder, tok: tiny_qwen3(folder, tok, tie_word_embeddings=False)}
+
+
 def tiny_bert(folder: Path, tok, masked_lm: bool) -> "transformers.BertModel":
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
@@ -126,9 +146,9 @@ def our_loss(model, ids):
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", DECODERS)
 def test_an_imported_decoder_gives_transformers_logits_and_trains_the_same(tmp_path, bpe, family):
-    hf = (tiny_gpt2 if family == "gpt2" else tiny_llama)(tmp_path / "hf", bpe)
+    hf = DECODERS[family](tmp_path / "hf", bpe)
     run_dir, ours = imported(tmp_path, tmp_path / "hf")
     with torch.no_grad():
         theirs = hf(IDS, output_hidden_states=True)
@@ -228,12 +248,20 @@ def hookformer_trained(tmp_path: Path, tok, model: dict, objective: str = "clm")
     return run_dir
 
 
-@pytest.mark.parametrize("model", [{}, {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False,
-                                        "n_kv_head": 2, "tie_embeddings": False}], ids=["gpt2", "llama"])
-def test_a_hookformer_trained_decoder_exports_to_a_model_transformers_loads_with_equal_logits(tmp_path, bpe, model):
+LLAMA_STYLE = {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_kv_head": 2}
+
+
+@pytest.mark.parametrize("model, architecture", [
+    ({}, "GPT2LMHeadModel"),
+    ({**LLAMA_STYLE, "tie_embeddings": False}, "LlamaForCausalLM"),
+    ({**LLAMA_STYLE, "qk_norm": True}, "Qwen3ForCausalLM"),
+], ids=["gpt2", "llama", "qwen3"])
+def test_a_hookformer_trained_decoder_exports_to_a_model_transformers_loads_with_equal_logits(tmp_path, bpe, model,
+                                                                                              architecture):
     run_dir = hookformer_trained(tmp_path, bpe, model)
     out = tmp_path / "exported"
     assert main(["export", str(run_dir), "--format", "hf", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["architectures"] == [architecture]
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     config = validate(read_yaml(run_dir / "config.yaml"), Catalog.load())
     ours = load_trained(run_dir, config)[1]
@@ -346,11 +374,13 @@ def test_a_sharded_llama_and_a_mistral_without_window_import_with_equal_logits(t
             assert max_diff(ours(IDS), theirs(IDS).logits) < 1e-4
 
 
-def test_an_imported_then_exported_llama_round_trips_its_weights(tmp_path, bpe):
-    hf = tiny_llama(tmp_path / "hf", bpe)
+@pytest.mark.parametrize("family", ["llama", "qwen3_tied", "qwen3_untied"])
+def test_an_imported_then_exported_rope_decoder_round_trips_its_weights(tmp_path, bpe, family):
+    hf = DECODERS[family](tmp_path / "hf", bpe)
     run_dir, _ = imported(tmp_path, tmp_path / "hf")
     assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "out")]) == 0
-    back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out")
+    back = type(hf).from_pretrained(tmp_path / "out")
+    assert back.config.tie_word_embeddings == hf.config.tie_word_embeddings
     for name, tensor in hf.state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor), name
 
@@ -437,6 +467,21 @@ def test_a_llama_style_setting_the_transformer_lacks_is_refused_naming_it(tmp_pa
     _config_edit(**edit)(tmp_path / "hf")
     assert main(["import", str(tmp_path / "hf"), "--run-dir", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"attention_bias": True}, "attention_bias"),
+    ({"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1}, "sliding_window = 16 on layers [1]"),
+    ({"head_dim": 16}, "head_dim"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "of type 'linear'"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+], ids=["attention_bias", "sliding_window", "head_dim", "rope_scaling", "hidden_act"])
+def test_a_qwen3_setting_the_transformer_lacks_is_refused_naming_it(tmp_path, bpe, capsys, overrides, message):
+    tiny_qwen3(tmp_path / "hf", bpe, **overrides)
+    assert main(["import", str(tmp_path / "hf"), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "qwen3" in err
     assert not (tmp_path / "run").exists()
 
 

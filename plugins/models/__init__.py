@@ -22,6 +22,8 @@ def hookformer_parts():
         PartSpec("family", "llama", "Hugging Face LlamaForCausalLM / MistralForCausalLM (no sliding window) <-> "
                  "transformer with rope, rmsnorm, swiglu, grouped-query attention, no biases",
                  factory="hookformer.plugins.families.llama:build"),
+        PartSpec("family", "qwen3", "Hugging Face Qwen3ForCausalLM (no sliding window) <-> transformer as for llama, "
+                 "with qk_norm", factory="hookformer.plugins.families.qwen3:build"),
         PartSpec("family", "bert", "Hugging Face BertForMaskedLM <-> transformer with post-norm blocks, an embedding "
                  "norm, exact GELU, segment embeddings and the masked-LM head transform",
                  factory="hookformer.plugins.families.bert:build_masked_lm"),
