@@ -10,7 +10,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from time_to_quality import ABLATIONS, recipe, without  # noqa: E402
+from time_to_quality import ABLATIONS, changed, recipe  # noqa: E402
 
 
 def lookup(layer: dict, key: str):
@@ -19,19 +19,27 @@ def lookup(layer: dict, key: str):
     return layer
 
 
-@pytest.mark.parametrize("label,keys", ABLATIONS, ids=[label for label, _ in ABLATIONS])
-def test_an_ablation_turns_back_one_idea_the_speedrun_recipe_sets_and_keeps_the_others(label, keys):
+@pytest.mark.parametrize("label,changes", ABLATIONS, ids=[label for label, _ in ABLATIONS])
+def test_an_ablation_changes_only_the_ideas_its_row_names_and_keeps_the_others(label, changes):
+    """A row's dotted key leaves out an idea the speedrun recipe sets; its ``key=value`` sets one."""
+    from hookformer.core.config import load_yaml
+
     speedrun = recipe("speedrun")
-    for key in keys:
+    ablated = changed(speedrun, changes)
+    assert speedrun == recipe("speedrun")  # the recipe itself is left as it was
+    left_out = [change for change in changes if "=" not in change]
+    for key in left_out:
         lookup(speedrun, key)  # the idea is one the recipe sets (a KeyError here: the row turns back nothing)
-    ablated = without(speedrun, keys)
-    for key in keys:
         with pytest.raises(KeyError):
             lookup(ablated, key)
-    assert speedrun == recipe("speedrun")  # the recipe itself is left as it was
-    kept = {section: {k: v for k, v in options.items() if f"{section}.{k}" not in keys}
-            for section, options in speedrun.items() if section not in keys}
-    assert ablated == kept
+    set_ = dict(change.split("=", 1) for change in changes if "=" in change)
+    for key, value in set_.items():
+        assert lookup(ablated, key) == load_yaml(value)
+    touched = set(left_out) | set(set_)
+    for section, options in speedrun.items():
+        for option, value in options.items() if section not in touched else ():
+            if f"{section}.{option}" not in touched:
+                assert ablated[section][option] == value
 
 
 @pytest.mark.slow
