@@ -1,8 +1,9 @@
 """Decode throughput side by side: hookformer's generation engine with and without the KV cache, and transformers'
 ``generate`` on a GPT2LMHeadModel of the same shape.
 
-The model is the default run's decoder (the ``model`` section of plugins/default_run.yaml: 4 layers, 4 heads, width
-192, learned positions), vocabulary 2048, built through the registry with ``sdpa`` attention, and enough positions
+The model is the default run's decoder with GPT-2's architecture (the ``model`` sections of plugins/default_run.yaml
+and, over it, plugins/classic_gpt.yaml: 4 layers, 4 heads, width 192, learned positions, LayerNorm, GELU, biases),
+vocabulary 2048, built through the registry with ``sdpa`` attention, and enough positions
 for the longest context plus the new tokens; HF's GPT2 has the same shape (SDPA attention, no dropout). Both decode
 greedily from the same random prompt ids (every row of a batch the same length: no padding) and always generate the
 full number of new tokens (no stop token).
@@ -29,7 +30,7 @@ import torch
 import yaml
 
 VOCAB = 2048
-DEFAULT_RUN = Path(__file__).resolve().parent.parent / "plugins" / "default_run.yaml"
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
 
 def build_hookformer(max_len: int, device: str):
@@ -39,7 +40,9 @@ def build_hookformer(max_len: int, device: str):
     from hookformer.registry.catalog import Catalog
 
     torch.manual_seed(0)
-    model_section = yaml.safe_load(DEFAULT_RUN.read_text(encoding="utf-8"))["model"]
+    model_section = {}
+    for recipe in ("default_run", "classic_gpt"):
+        model_section.update(yaml.safe_load((PLUGINS / f"{recipe}.yaml").read_text(encoding="utf-8"))["model"])
     config = validate({
         "data": {"name": "builtin"}, "tokenizer": {"name": "byte"},  # validated, never built: the shapes are given
         "model": model_section, "attention": {"name": "sdpa"}, "objective": {"name": "clm"},

@@ -23,11 +23,12 @@ on the (shared) machine hits all of them alike; a contender stops at the first v
 cap. Seconds are training seconds (validation excluded); seconds to the target are counted at the validation that
 first reaches it, so they resolve to --eval-every steps.
 
---default-run instead measures validation loss at equal wall time on the default run (``hookformer train``: the
-built-in corpus, its SentencePiece tokenizer trained as the run trains it, its model, batches and seed): the default
-run trains its 1000 steps (--default-steps); "default run + speedrun" (the default recipe with ``speedrun`` on top, as
-``hookformer train speedrun`` runs) and the ablations named with --ablation train as many steps as fit in the same
-wall time, their schedules sized to those steps. How many fit comes from each contender's time per step, timed first
+--default-run instead measures validation loss at equal wall time on the default run's data (``hookformer train``:
+the built-in corpus, its SentencePiece tokenizer trained as the run trains it, its shapes, batches and seed): the
+classic GPT recipe (``classic_gpt``, the default run before the speedrun ideas) trains its 1000 steps
+(--default-steps); the default run, "default run + speedrun" (``speedrun`` on top, as ``hookformer train speedrun``
+runs) and the ablations named with --ablation train as many steps as fit in the same wall time, their schedules
+sized to those steps. How many fit comes from each contender's time per step, timed first
 in interleaved rounds; then the contenders race in --slices slices of about equal time, each validated over the whole
 validation split. Every contender draws the run's batches in the same order. Repeated --repeats times with
 train.seed --seed, --seed + 1, ...; the table gives each repetition and each contender's mean and range.
@@ -64,7 +65,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinysha
 REFERENCE, NANOGPT, SPEEDRUN = "reference (nanoGPT recipe)", "hookformer nanogpt", "hookformer speedrun"
 TARGET, BLOCK, BATCH, NANOGPT_STEPS = 1.88, 64, 12, 2000
 SPEEDRUN_STEPS = 1000
-DEFAULT_RUN, DEFAULT_SPEEDRUN, SEED = "default run", "default run + speedrun", 1337
+CLASSIC, DEFAULT_RUN, DEFAULT_SPEEDRUN, SEED = "classic_gpt", "default run", "default run + speedrun", 1337
 
 #: Speedrun with one idea turned back to the base recipe's choice: (row label, the changes to the ``speedrun`` recipe:
 #: a dotted key it leaves out, so that the base's setting or the part's default applies, or ``key=value`` it sets).
@@ -349,10 +350,10 @@ def default_run_data(run_dir: Path):
 
 
 def default_run_recipes(ablations: list[tuple[str, tuple[str, ...]]]) -> list[tuple[str, list[dict]]]:
-    """(contender, the recipes layered over the default run): the default run, it with ``speedrun``, and speedrun's
-    ablations over it."""
+    """(contender, the recipes layered over the default run): the classic GPT recipe, the default run, it with
+    ``speedrun``, and speedrun's ablations over it."""
     speedrun = recipe("speedrun")
-    return [(DEFAULT_RUN, []), (DEFAULT_SPEEDRUN, [speedrun]),
+    return [(CLASSIC, [recipe(CLASSIC)]), (DEFAULT_RUN, []), (DEFAULT_SPEEDRUN, [speedrun]),
             *((f"{DEFAULT_SPEEDRUN}, {label}", [changed(speedrun, keys)]) for label, keys in ablations)]
 
 
@@ -371,8 +372,8 @@ def ms_per_step(field_: list[Contender], draw: Callable[[Contender], dict], warm
 
 def equal_time(recipes_: list[tuple[str, list[dict]]], train: dict, windows: torch.Tensor, shapes, batch_size: int,
                default_steps: int, slices: int, seed: int, calibration: tuple[int, int]) -> list[Contender]:
-    """One repetition: the default run trains its ``default_steps`` steps, every other contender as many steps as fit
-    in the same wall time, its schedule sized to them. The budgets come from each contender's time per step, timed
+    """One repetition: the first contender trains ``default_steps`` steps, every other one as many steps as fit in
+    the same wall time, its schedule sized to them. The budgets come from each contender's time per step, timed
     first in interleaved rounds (``calibration``: steps, rounds); then they race in ``slices`` slices each (about
     equal times), validated after each. All draw the same batches, in the order of a run with ``train.seed`` seed."""
     from hookformer.core.sampler import TableStream, table_rows
@@ -385,7 +386,7 @@ def equal_time(recipes_: list[tuple[str, list[dict]]], train: dict, windows: tor
 
     warm = table_rows(train, list(range(batch_size)))
     ms = ms_per_step(*field_of(lambda name: default_steps), warm, *calibration)
-    budget = default_steps * ms[DEFAULT_RUN]
+    budget = default_steps * ms[recipes_[0][0]]
     field_, draw = field_of(lambda name: max(1, round(budget / ms[name])))
     print("  ms/step: " + ", ".join(f"{name} {t:.0f}" for name, t in ms.items()), flush=True)
     race(field_, draw, warm, windows, lambda c: math.ceil(c.max_steps / slices))
@@ -399,8 +400,9 @@ def spread(values: list[float], spec: str) -> str:
 
 
 def report_equal_time(repetitions: list[list[Contender]]) -> None:
-    """Each repetition's contenders beside the default run, then each contender's mean and range over them."""
-    print("\n| repetition | contender | params | steps | train s | s / default run | final val | - default run's |")
+    """Each repetition's contenders beside the first (classic_gpt), then each contender's mean and range over
+    them."""
+    print(f"\n| repetition | contender | params | steps | train s | s / {CLASSIC} | final val | - {CLASSIC}'s |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for i, field_ in enumerate(repetitions, 1):
         base = field_[0]
@@ -408,7 +410,7 @@ def report_equal_time(repetitions: list[list[Contender]]) -> None:
             print(f"| {i} | {c.name} | {c.params:,} | {c.steps} | {c.seconds:.1f} | {c.seconds / base.seconds:.2f} "
                   f"| {c.curve[-1][1]:.4f} | {c.curve[-1][1] - base.curve[-1][1]:+.4f} |")
     print(f"\nOver {len(repetitions)} repetition(s), mean (range):\n")
-    print("| contender | steps | train s | s / default run | final val | - default run's |")
+    print(f"| contender | steps | train s | s / {CLASSIC} | final val | - {CLASSIC}'s |")
     print("|---|---:|---:|---:|---:|---:|")
     for j, c in enumerate(repetitions[0]):
         rows = [(field_[j], field_[0]) for field_ in repetitions]
@@ -439,9 +441,9 @@ def main(argv=None) -> int:
                         "with --default-run, the ablation rows to add (none unless named)")
     parser.add_argument("--no-yardsticks", action="store_true", help="leave out the reference and hookformer "
                         "nanogpt (an ablation run: rows compare with speedrun)")
-    parser.add_argument("--default-run", action="store_true", help="instead: the default run against the default "
-                                                                   "run + speedrun, at equal wall time")
-    parser.add_argument("--default-steps", type=int, default=None, help="--default-run: the default run's steps "
+    parser.add_argument("--default-run", action="store_true", help="instead: classic_gpt, the default run and the "
+                        "default run + speedrun on the default run's data, at equal wall time")
+    parser.add_argument("--default-steps", type=int, default=None, help="--default-run: classic_gpt's steps "
                         "(default: its train.max_steps), whose wall time every contender gets")
     parser.add_argument("--repeats", type=int, default=2, help="--default-run: repetitions, train.seed --seed, "
                         "--seed + 1, ...")
@@ -472,18 +474,17 @@ def main(argv=None) -> int:
 
 
 def main_default_run(args) -> int:
-    """--default-run: the default run against it with the speedrun recipe, at equal wall time, repeated."""
-    from hookformer.core.config import default_recipe
-
+    """--default-run: the classic GPT recipe, the default run and it with the speedrun recipe, at equal wall time,
+    repeated."""
     ablations = [a for a in ABLATIONS if a[0] in (args.ablation or [])]
-    steps, calibration = args.default_steps or default_recipe()["train"]["max_steps"], (8, 3)
+    steps, calibration = args.default_steps or recipe(CLASSIC)["train"]["max_steps"], (8, 3)
     if args.quick:
         steps, calibration, args.slices, args.repeats = 20, (2, 1), 2, 1
     with tempfile.TemporaryDirectory() as run_dir:
         train, windows, shapes, batch_size = default_run_data(Path(run_dir))
     print(f"validation loss at equal wall time on the default run's data: {len(train['input_ids']):,} train / "
           f"{len(windows):,} validation examples of {shapes.max_seq_len} tokens, vocabulary {shapes.vocab_size}, "
-          f"batch {batch_size}; the default run's {steps} steps set the time; {cpu_line()}")
+          f"batch {batch_size}; {CLASSIC}'s {steps} steps set the time; {cpu_line()}")
     repetitions = []
     for repetition in range(args.repeats):
         seed = args.seed + repetition

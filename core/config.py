@@ -268,7 +268,10 @@ def compose(config_path: Path | None, overrides: list[str]) -> dict:
         from hookformer.core.interop import hf_run_config
         from hookformer.registry.catalog import Catalog
 
-        imported = hf_run_config(Path(init_from).expanduser(), Catalog.load())
+        # Dumped, every option filled in as a run's config.yaml has it, so the default recipe's model options (RoPE,
+        # QK-norm, ...) cannot leak into a model config.json describes.
+        catalog = Catalog.load()
+        imported = validate(hf_run_config(Path(init_from).expanduser(), catalog), catalog).dump()
         return layered(merge(default_recipe(), {name: imported[name] for name in PRETRAINED_SECTIONS
                                                 if name in imported}))
     return layered(merge(default_recipe(), pretrained_sections(pretrained_run_dir(init_from))))

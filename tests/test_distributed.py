@@ -54,6 +54,9 @@ def workdir(tmp_path_factory) -> Path:
         "data": {"name": "text", "paths": [str(root / "corpus.txt")], "block_size": 32},
         "tokenizer": {"name": "byte"},
         "model": {"name": "transformer", "n_layer": 2, "n_head": 2, "d_model": 32, "dropout": 0.0},
+        # AdamW, not the default Muon: its bfloat16 Newton-Schulz turns the ranks' other summation order into
+        # differences of about 2e-5 in the loss, above the tolerance these curves are held to.
+        "optimizer": {"name": "adamw", "lr": 2.0e-3},
         "scheduler": {"name": "cosine", "warmup_steps": 2},
         "train": {"max_steps": STEPS, "batch_size": 4, "grad_accum_steps": 2, "eval_every": 5, "eval_batches": 2,
                   "log_every": 1, "checkpoint_every": 5, "sample_tokens": 8, "progress": False, "device": "cpu",

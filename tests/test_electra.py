@@ -23,7 +23,10 @@ from hookformer.plugins.tokenizers.byte import ByteTokenizer
 from hookformer.registry.catalog import Catalog
 
 BYTE = ByteTokenizer()
-ENCODER = {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 32, "causal": False}
+#: Every option that decides the weights' names is given: the test builds the encoder from this dict alone, while the
+#: run layers it over the default recipe.
+ENCODER = {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 32, "causal": False, "positions": "learned",
+           "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "bias": True}
 
 
 @pytest.fixture(scope="module")

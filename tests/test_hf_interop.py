@@ -249,11 +249,13 @@ def hookformer_trained(tmp_path: Path, tok, model: dict, objective: str = "clm")
 
 
 LLAMA_STYLE = {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_kv_head": 2}
+#: GPT-2's architecture, which the default run's model (RoPE, RMSNorm, SwiGLU, QK-norm, no biases) is not.
+GPT2_STYLE = {"positions": "learned", "norm": "layernorm", "mlp": "gelu", "bias": True, "qk_norm": False}
 
 
 @pytest.mark.parametrize("model, architecture", [
-    ({}, "GPT2LMHeadModel"),
-    ({**LLAMA_STYLE, "tie_embeddings": False}, "LlamaForCausalLM"),
+    (GPT2_STYLE, "GPT2LMHeadModel"),
+    ({**LLAMA_STYLE, "qk_norm": False, "tie_embeddings": False}, "LlamaForCausalLM"),
     ({**LLAMA_STYLE, "qk_norm": True}, "Qwen3ForCausalLM"),
 ], ids=["gpt2", "llama", "qwen3"])
 def test_a_hookformer_trained_decoder_exports_to_a_model_transformers_loads_with_equal_logits(tmp_path, bpe, model,
@@ -275,7 +277,7 @@ def test_a_hookformer_trained_decoder_exports_to_a_model_transformers_loads_with
 
 def test_a_hookformer_trained_bert_exports_to_a_masked_lm_transformers_loads_with_equal_logits(tmp_path):
     tok = wordpiece()
-    bert = {"causal": False, "mlp": "gelu_exact", "norm_position": "post", "embedding_norm": True,
+    bert = {**GPT2_STYLE, "causal": False, "mlp": "gelu_exact", "norm_position": "post", "embedding_norm": True,
             "type_vocab_size": 2, "default_token_type": 0, "lm_head_transform": True}
     run_dir = hookformer_trained(tmp_path, tok, bert, objective="mlm")
     assert main(["export", str(run_dir), "--format", "hf", str(tmp_path / "out")]) == 0

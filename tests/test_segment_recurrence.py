@@ -164,7 +164,7 @@ def test_memory_length_without_a_causal_rope_decoder_is_refused_naming_the_optio
 
 def test_a_run_config_with_memory_length_and_learned_positions_is_a_config_error_that_says_to_use_rope():
     with pytest.raises(ConfigError, match=r"model: .*memory_length \(4\).*positions: rope"):
-        validate(merge(default_recipe(), {"model": {"memory_length": 4}}), Catalog.load())
+        validate(merge(default_recipe(), {"model": {"positions": "learned", "memory_length": 4}}), Catalog.load())
 
 
 def test_the_encoder_decoder_fixes_memory_length_at_zero():

@@ -203,8 +203,7 @@ def test_hookformer_export_of_a_unigram_run_writes_a_tokenizer_transformers_load
     config = {
         "data": {"name": "text", "paths": [str(tmp_path / "corpus.txt")], "block_size": 16, "val_fraction": 0.2},
         "tokenizer": {"name": "sentencepiece", "model_type": "unigram", "vocab_size": 350},
-        "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 16, "positions": "learned",
-                  "norm": "layernorm", "mlp": "gelu", "tie_embeddings": True},
+        "model": {"name": "transformer", "n_layer": 1, "n_head": 2, "d_model": 16},  # the default's: exports as Qwen3
         "objective": {"name": "clm"},
         "optimizer": {"name": "adamw", "lr": 1e-2},
         "hooks": [],

@@ -34,7 +34,7 @@ def test_a_run_writes_config_metrics_checkpoints_samples_and_a_loss_plot(tmp_pat
     run_dir = tmp_path / "run"
     assert main(["train", str(tiny_config(tmp_path, docs_corpus)), "--run-dir", str(run_dir)]) == 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["model"]["n_layer"] == 1 and saved["optimizer"]["name"] == "adamw"  # defaults filled in
+    assert saved["model"]["n_layer"] == 1 and saved["optimizer"]["name"] == "muon"  # defaults filled in
     history = records(run_dir)
     assert [r["step"] for r in history if "loss" in r] == list(range(1, 9))
     evals = [r for r in history if "val_loss" in r]

@@ -12,17 +12,20 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from torch.optim.adamw import adamw as functional_adamw
 
 from hookformer.core.params import with_weight_decay
 from hookformer.core.parts import PartOptions
+from hookformer.plugins.optimizers.adamw import Beta
 
 #: The quintic Newton-Schulz coefficients of Keller Jordan's Muon (also torch.optim.Muon's).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 class MuonOptions(PartOptions):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     lr: float = Field(0.02, gt=0.0, description="peak learning rate of the Muon matrices")
     adam_lr: float = Field(1e-3, gt=0.0, description="peak learning rate of the parameters AdamW trains "
                            "(embeddings, output layers, norms, biases); train.head_lr still sets the task heads'")
@@ -35,7 +38,7 @@ class MuonOptions(PartOptions):
         "that lr and weight_decay tuned for AdamW carry over")
     weight_decay: float = Field(0.0, ge=0.0, description="decoupled weight decay on linear weights, Muon's and "
                                 "AdamW's (an untied head); never on norms, biases and embeddings")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="AdamW betas, each in [0, 1)")
     eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon")
     adamw_names: tuple[str, ...] = Field(("lm_head.", "heads."), description="2-D weights whose parameter name "
                                          "starts with one of these stay on AdamW: the output layers")
