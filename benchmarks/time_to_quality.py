@@ -27,7 +27,7 @@ first reaches it, so they resolve to --eval-every steps.
 the built-in corpus, its SentencePiece tokenizer trained as the run trains it, its shapes, batches and seed): the
 classic GPT recipe (``classic_gpt``, the default run before the speedrun ideas) trains its 1000 steps
 (--default-steps); the default run, "default run + speedrun" (``speedrun`` on top, as ``hookformer train speedrun``
-runs) and the ablations named with --ablation train as many steps as fit in the same wall time, their schedules
+runs) and the ablations named with --ablation (speedrun over classic_gpt, one idea turned back) train as many steps as fit in the same wall time, their schedules
 sized to those steps. How many fit comes from each contender's time per step, timed first
 in interleaved rounds; then the contenders race in --slices slices of about equal time, each validated over the whole
 validation split. Every contender draws the run's batches in the same order. Repeated --repeats times with
@@ -351,10 +351,11 @@ def default_run_data(run_dir: Path):
 
 def default_run_recipes(ablations: list[tuple[str, tuple[str, ...]]]) -> list[tuple[str, list[dict]]]:
     """(contender, the recipes layered over the default run): the classic GPT recipe, the default run, it with
-    ``speedrun``, and speedrun's ablations over it."""
-    speedrun = recipe("speedrun")
-    return [(CLASSIC, [recipe(CLASSIC)]), (DEFAULT_RUN, []), (DEFAULT_SPEEDRUN, [speedrun]),
-            *((f"{DEFAULT_SPEEDRUN}, {label}", [changed(speedrun, keys)]) for label, keys in ablations)]
+    ``speedrun``, and speedrun's ablations over the classic recipe (an idea turned back takes classic_gpt's choice:
+    over the default run, which has most of the ideas, turning one back would change nothing)."""
+    speedrun, classic = recipe("speedrun"), recipe(CLASSIC)
+    return [(CLASSIC, [classic]), (DEFAULT_RUN, []), (DEFAULT_SPEEDRUN, [speedrun]),
+            *((f"{CLASSIC} + speedrun, {label}", [classic, changed(speedrun, keys)]) for label, keys in ablations)]
 
 
 def ms_per_step(field_: list[Contender], draw: Callable[[Contender], dict], warm: dict, steps: int,

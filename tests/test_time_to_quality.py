@@ -51,13 +51,23 @@ def test_the_default_run_mode_gives_classic_gpt_its_steps_and_the_other_contende
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in done.stdout.splitlines()
             if line.startswith("| 1 |")]
     assert [row[1] for row in rows] == ["classic_gpt", "default run", "default run + speedrun",
-                                        "default run + speedrun, untied -> tied head"]
+                                        "classic_gpt + speedrun, untied -> tied head"]
     classic, default, speedrun, tied = rows
     assert classic[3] == "20" and classic[5] == "1.00"  # classic_gpt sets the time with its --quick steps
-    for row in (default, speedrun):
+    for row in (default, speedrun, tied):
         assert 1 <= int(row[3]) and float(row[6]) > 0 and float(row[5]) > 0
     params = {row[1]: int(row[2].replace(",", "")) for row in rows}
-    # speedrun's untied head adds a vocabulary x width matrix; tied, it has no more parameters than classic_gpt, and
-    # the default run (no biases) no more than that
-    assert params["default run + speedrun"] - params["default run + speedrun, untied -> tied head"] == 2048 * 192
-    assert params["default run"] <= params["default run + speedrun, untied -> tied head"] <= params["classic_gpt"]
+    # speedrun over the default run adds only its untied head (ReLU^2 has SwiGLU's parameter count, the soft-cap none)
+    assert params["default run + speedrun"] - params["default run"] == 2048 * 192
+    # tied, speedrun over classic_gpt has no more parameters than it (no learned positions), nor has the default run
+    assert max(params["classic_gpt + speedrun, untied -> tied head"], params["default run"]) <= params["classic_gpt"]
+
+
+def test_every_default_run_ablation_row_composes_to_another_run_than_speedrun_over_the_classic_recipe():
+    """The rows turn an idea back to classic_gpt's choice; none may compose to the unablated recipe."""
+    from time_to_quality import CLASSIC, default_run_recipes, hookformer_raw
+
+    rows = default_run_recipes(ABLATIONS)[3:]
+    unablated = hookformer_raw(recipe(CLASSIC), recipe("speedrun"), max_steps=1)
+    for label, layers in rows:
+        assert hookformer_raw(*layers, max_steps=1) != unablated, label
