@@ -47,8 +47,11 @@ MAX_SEQ_LEN = 128  # stdlib_areas fine-tunes on docstrings of up to 128 tokens
 def pretraining(objective: dict, steps: int, layers: int, width: int, block: int) -> dict:
     return {
         "data": {"name": "builtin", "block_size": block},
+        # Every architecture option named: step_flops builds the model from this section alone, without the default
+        # recipe the runs are layered over (BERT's architecture, as in the measured figures).
         "model": {"name": "transformer", "causal": False, "n_layer": layers, "n_head": max(1, width // 64),
-                  "d_model": width, "dropout": 0.0, "max_seq_len": MAX_SEQ_LEN},
+                  "d_model": width, "dropout": 0.0, "max_seq_len": MAX_SEQ_LEN, "positions": "learned",
+                  "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "bias": True},
         "objective": objective,
         "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 0.01},
         "scheduler": {"name": "linear", "warmup_steps": max(1, steps // 10)},

@@ -487,6 +487,16 @@ def test_a_qwen3_setting_the_transformer_lacks_is_refused_naming_it(tmp_path, bp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_qwen3_config_without_sliding_window_slides_qwen3configs_default_window_and_is_refused(tmp_path, bpe,
+                                                                                                  capsys):
+    tiny_qwen3(tmp_path / "hf", bpe, use_sliding_window=True, max_position_embeddings=8192, max_window_layers=1)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    del config["sliding_window"]  # transformers reads the missing key as 4096
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    assert main(["import", str(tmp_path / "hf"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "sliding_window = 4096 on layers [1]" in capsys.readouterr().err
+
+
 def test_import_and_export_refuse_an_existing_target_and_export_a_model_no_family_expresses(tmp_path, bpe, capsys):
     tiny_gpt2(tmp_path / "hf", bpe)
     run_dir, _ = imported(tmp_path, tmp_path / "hf")

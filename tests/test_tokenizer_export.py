@@ -142,7 +142,8 @@ def test_a_unigram_model_segments_as_sentencepiece_up_to_the_order_of_equal_scor
     """hookformer encodes a unigram model with tokenizers' Unigram (float64 sums; its exported form). It picks
     SentencePiece's own segmentation, except where several orderings of the same pieces score equally (runs of
     spaces), which SentencePiece breaks by the float32 rounding of its running sums: there the pieces are the same
-    multiset in another order. A literal U+2581 is spelled in bytes either way."""
+    multiset in another order. A literal U+2581 is spelled in bytes either way. (Text spelling a control piece's
+    name, ``<s>``, is segmented around its ``<``: see the next test.)"""
     import sentencepiece.sentencepiece_model_pb2 as model_pb2
 
     sp = sentencepiece_unigram._sp

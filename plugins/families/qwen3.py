@@ -20,12 +20,13 @@ RULES = (
 #: What Qwen3Config reads a config.json without them as (head_dim is not hidden_size / num_attention_heads there).
 _DEFAULT_HEAD_DIM = 128
 _DEFAULT_MAX_WINDOW_LAYERS = 28
+_DEFAULT_SLIDING_WINDOW = 4096
 
 
 def _refuse_sliding_window(config: dict) -> None:
     """Qwen3Config slides a window over the layers layer_types names (by default those from max_window_layers on)
     when use_sliding_window is set and the window is shorter than the context."""
-    window = config.get("sliding_window") if config.get("use_sliding_window", False) else None
+    window = config.get("sliding_window", _DEFAULT_SLIDING_WINDOW) if config.get("use_sliding_window", False) else None
     if window is None or window >= config["max_position_embeddings"]:
         return
     start = config.get("max_window_layers", _DEFAULT_MAX_WINDOW_LAYERS)

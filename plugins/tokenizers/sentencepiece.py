@@ -5,9 +5,11 @@ Models are trained so that any UTF-8 text round-trips exactly: identity normaliz
 kept as it is, and byte fallback for characters outside the vocabulary (so ``unk`` is never produced).
 
 A BPE model encodes with SentencePiece. A unigram model encodes with the ``tokenizers`` library's Unigram over the
-same pieces and scores, the form ``hookformer export`` writes, so the exported tokenizer gives the run's ids exactly:
-both pick the best-scoring segmentation, but where several orderings of the same pieces score equally (a long run of
-spaces) SentencePiece's choice follows the float32 rounding of its running sums and tokenizers' (float64) does not.
+same pieces and scores, the form ``hookformer export`` writes, so the exported tokenizer gives the run's ids exactly.
+It segments as SentencePiece does except (1) where several orderings of the same pieces score equally (a long run of
+spaces): SentencePiece's choice follows the float32 rounding of its running sums, tokenizers' (float64) does not; and
+(2) around text that spells a control or byte piece's name (``<s>``, ``<0x41>``): a piece may not cross the ``<``
+that begins it.
 """
 
 from __future__ import annotations
@@ -182,7 +184,8 @@ def hf_piece_names(model) -> list[str]:
 
 def tokenizers_form(model):
     """A BPE or unigram SentencePiece ``model`` (a ModelProto trained as :data:`_TRAINER_SETTINGS` says) as a
-    ``tokenizers.Tokenizer`` with no normalizer and byte fallback, whose ids are :meth:`SentencePieceTokenizer.encode`'s.
+    ``tokenizers.Tokenizer`` with no normalizer and byte fallback, whose ids are
+    :meth:`SentencePieceTokenizer.encode`'s.
 
     BPE: SentencePiece merges the adjacent pair whose concatenation is the highest-scoring piece, so the merges list
     every split of every piece into two pieces, ordered by that score. Unigram: the same pieces and scores; a
