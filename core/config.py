@@ -41,6 +41,9 @@ SECTIONS = (*PART_SECTIONS, *LIST_SECTIONS, "train")
 #: The sections a fine-tuning run takes from the pretrained run it starts from (train.init_from), as defaults that its
 #: own config and ``--set`` override: together they decide the shapes of the pretrained weights.
 PRETRAINED_SECTIONS = ("tokenizer", "model", "attention")
+#: The key of a config (default_run.yaml has one) whose sections replace the config's own for a run from pretrained
+#: weights (``train.init_from``, an imported run).
+FINE_TUNING = "fine_tuning"
 
 
 class DistributedConfig(BaseModel):
@@ -175,10 +178,31 @@ def validate_options(model: type[BaseModel], options: dict, context: dict | None
     return model.model_validate_json(json.dumps(options, default=str), strict=True, context=context)
 
 
-def default_recipe() -> dict:
-    """The built-in default run (``hookformer train`` with no config)."""
+def _default_run_file() -> dict:
     text = resources.files("hookformer.plugins").joinpath("default_run.yaml").read_text(encoding="utf-8")
     return load_yaml(text)
+
+
+def for_pretrained_weights(config: dict, pretrained: bool) -> dict:
+    """``config`` without its :data:`FINE_TUNING` key, whose sections replace its own when the run starts from
+    pretrained weights (``pretrained``: ``train.init_from``, an imported run)."""
+    config = dict(config)
+    sections = config.pop(FINE_TUNING, None)
+    if sections is not None and not isinstance(sections, dict):
+        raise ConfigError(f"{FINE_TUNING}: must hold a mapping of sections (e.g. optimizer:, scheduler:) that a run "
+                          f"from pretrained weights uses instead, not a {type(sections).__name__}.")
+    return merge(config, sections) if pretrained and sections else config
+
+
+def default_recipe() -> dict:
+    """The built-in default run (``hookformer train`` with no config)."""
+    return for_pretrained_weights(_default_run_file(), pretrained=False)
+
+
+def fine_tuning_recipe() -> dict:
+    """What a run that starts from pretrained weights (``train.init_from``, an imported run) is composed over: the
+    default recipe with its ``fine_tuning:`` sections in place of its own (an optimizer for pretrained weights)."""
+    return for_pretrained_weights(_default_run_file(), pretrained=True)
 
 
 def recipes() -> list[str]:
@@ -250,12 +274,12 @@ def apply_override(raw: dict, assignment: str) -> dict:
 
 
 def compose(config_path: Path | None, overrides: list[str]) -> dict:
-    """The raw config dict: default recipe, then (fine-tuning) the pretrained run's :data:`PRETRAINED_SECTIONS`,
-    then the YAML file (or built-in recipe), then ``--set`` overrides."""
-    user = read_yaml(config_file(config_path)) if config_path is not None else {}
+    """The raw config dict: default recipe (fine-tuning: :func:`fine_tuning_recipe`, then the pretrained run's
+    :data:`PRETRAINED_SECTIONS`), then the YAML file (or built-in recipe), then ``--set`` overrides."""
+    own = read_yaml(config_file(config_path)) if config_path is not None else {}
 
-    def layered(base: dict) -> dict:
-        raw = merge(base, user)
+    def layered(base: dict, pretrained: bool = False) -> dict:
+        raw = merge(base, for_pretrained_weights(own, pretrained))
         for assignment in overrides:
             raw = apply_override(raw, assignment)
         return raw
@@ -272,9 +296,9 @@ def compose(config_path: Path | None, overrides: list[str]) -> dict:
         # QK-norm, ...) cannot leak into a model config.json describes.
         catalog = Catalog.load()
         imported = validate(hf_run_config(Path(init_from).expanduser(), catalog), catalog).dump()
-        return layered(merge(default_recipe(), {name: imported[name] for name in PRETRAINED_SECTIONS
-                                                if name in imported}))
-    return layered(merge(default_recipe(), pretrained_sections(pretrained_run_dir(init_from))))
+        return layered(merge(fine_tuning_recipe(), {name: imported[name] for name in PRETRAINED_SECTIONS
+                                                    if name in imported}), pretrained=True)
+    return layered(merge(fine_tuning_recipe(), pretrained_sections(pretrained_run_dir(init_from))), pretrained=True)
 
 
 def is_hf_model_dir(path: str | Path) -> bool:

@@ -276,11 +276,12 @@ def hf_run_config(hf_dir: Path, catalog) -> dict:
 
 
 def _import_config(hf_dir: Path, family: Family, model_options: dict) -> dict:
-    """The run config of an imported model: the default recipe with the model, its tokenizer and an objective of
-    its kind (the data, optimizer and loop sections are the recipe's: a fine-tuning config replaces them)."""
-    from hookformer.core.config import default_recipe
+    """The run config of an imported model: the fine-tuning recipe (pretrained weights) with the model, its
+    tokenizer and an objective of its kind (the data, optimizer and loop sections are the recipe's: a fine-tuning
+    config replaces them)."""
+    from hookformer.core.config import fine_tuning_recipe
 
-    raw = default_recipe()
+    raw = fine_tuning_recipe()
     raw["tokenizer"] = {"name": family.tokenizer, "path": str(hf_dir.resolve())}
     raw["model"] = {"name": family.model, **model_options}
     raw["objective"] = {"name": family.objective}

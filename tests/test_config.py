@@ -4,6 +4,7 @@ import types
 import typing
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from hookformer.core.config import (apply_override, compose, default_recipe, merge, read_yaml, validate,
@@ -144,3 +145,26 @@ def test_plugins_show_writes_option_types_as_a_reader_would():
     assert type_name(tuple[Annotated[float, Field(ge=0)], float]) == "tuple[float (>= 0), float]"
     assert type_name(Literal["bpe", "unigram"] | None) == "'bpe' | 'unigram' | None"
     assert type_name(list[dict[str, int]]) == "list[dict[str, int]]"
+
+
+def test_a_run_from_pretrained_weights_takes_the_fine_tuning_sections_a_run_from_scratch_does_not(tmp_path, catalog):
+    """default_run.yaml's ``fine_tuning:`` (AdamW, linear decay) replaces its Muon and WSD for ``train.init_from``; a
+    config's own sections still win, and its own ``fine_tuning:`` applies the same way."""
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    (pretrained / "config.yaml").write_text(yaml.safe_dump(validate(default_recipe(), catalog).dump()))
+    scratch = validate(compose(None, []), catalog)
+    assert (scratch.parts["optimizer"].name, scratch.parts["scheduler"].name) == ("muon", "wsd")
+    tuned = validate(compose(None, [f"train.init_from={pretrained}"]), catalog)
+    assert (tuned.parts["optimizer"].name, tuned.parts["scheduler"].name) == ("adamw", "linear")
+    assert tuned.parts["model"].dump() == scratch.parts["model"].dump()  # the pretrained run's model
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump({"optimizer": {"name": "sgd", "lr": 0.1},
+                                   "fine_tuning": {"scheduler": {"name": "constant"}}}))
+    for pretrained_weights, scheduler in ((False, "wsd"), (True, "constant")):
+        overrides = [f"train.init_from={pretrained}"] if pretrained_weights else []
+        config = validate(compose(own, overrides), catalog)
+        assert (config.parts["optimizer"].name, config.parts["scheduler"].name) == ("sgd", scheduler)
+    own.write_text(yaml.safe_dump({"fine_tuning": ["optimizer"]}))
+    with pytest.raises(ConfigError, match="fine_tuning: must hold a mapping"):
+        compose(own, [])
