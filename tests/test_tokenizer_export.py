@@ -116,11 +116,18 @@ def sentencepiece_unigram(tmp_path_factory):
                  sentinel_tokens=3)
 
 
+def processor(tokenizer):
+    """SentencePiece itself, on the tokenizer part's model."""
+    import sentencepiece
+
+    return sentencepiece.SentencePieceProcessor(model_proto=tokenizer.model_proto)
+
+
 def piece_joins(tokenizer, count: int = 3000) -> list[str]:
     """Texts made of the model's own text pieces (real spaces for U+2581): 2 to 8 of them, ``count`` texts."""
     import random
 
-    sp = tokenizer._sp
+    sp = processor(tokenizer)
     pieces = [sp.id_to_piece(i).replace("\u2581", " ") for i in range(tokenizer.vocab_size)
               if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))]
     rng = random.Random(0)
@@ -146,7 +153,7 @@ def test_a_unigram_model_segments_as_sentencepiece_up_to_the_order_of_equal_scor
     name, ``<s>``, is segmented around its ``<``: see the next test.)"""
     import sentencepiece.sentencepiece_model_pb2 as model_pb2
 
-    sp = sentencepiece_unigram._sp
+    sp = processor(sentencepiece_unigram)
     scores = [p.score for p in model_pb2.ModelProto.FromString(sentencepiece_unigram.model_proto).pieces]
     lines = [line for document in CORPUS for line in document.split("\n")]
     for text in MIXED[:-2] + lines:  # MIXED[-2] holds a literal U+2581, which SentencePiece reads as a space
@@ -162,7 +169,7 @@ def test_a_unigram_model_segments_as_sentencepiece_up_to_the_order_of_equal_scor
 def test_a_unigram_model_never_reads_a_control_or_byte_piece_from_text_that_spells_its_name(sentencepiece_unigram):
     """SentencePiece never matches control, unknown or byte pieces in the text; a Unigram over the same vocabulary
     would (score 0 beats spelling the name out, more so when a character of it is not a piece, as "<" is here)."""
-    sp = sentencepiece_unigram._sp
+    sp = processor(sentencepiece_unigram)
     assert sp.piece_to_id("<") == sp.unk_id(), "the model should lack '<', the case where the name would win"
     special = set(sentencepiece_unigram.special.ids())
     for text in ["<s>", "</s><pad>", "a<unk>b", "<mask><cls><sep>", "<0x41><0xFF>", "<<s>>", "x<s"]:
